@@ -1,0 +1,232 @@
+"""Transition counts and the estimated kernel T(g<-f) = N(g<-f) / N0(f).
+
+Two normalisations (METHOD.md section 2):
+
+* ``empirical``: N0(f) is the number of attempts from f (self-loops and escapes
+  included); sources with N0(f) <= ``min_source_count`` are dropped together with
+  every edge that touches them.
+* ``uniform``: N0 = total attempts / number of states for every state and
+  T = min(1, N / N0); the missing mass 1 - sum_g T(g<-f) is the escape probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from detbal.errors import DetbalError
+from detbal.store import CountRows
+
+N0Mode = Literal["empirical", "uniform"]
+
+
+@dataclass(frozen=True)
+class TransitionCounts:
+    """Aggregated outcomes on states ``0..n-1``.
+
+    ``src, dst, count`` are the edges f -> g with f != g; ``attempts[f]`` counts
+    every attempt from f (edges, self-loops and escapes).
+    """
+
+    states: tuple[str, ...]
+    src: np.ndarray
+    dst: np.ndarray
+    count: np.ndarray
+    attempts: np.ndarray
+    self_loops: np.ndarray
+    escapes: np.ndarray
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def total_attempts(self) -> float:
+        return float(self.attempts.sum())
+
+    def index(self, state: str) -> int:
+        try:
+            return self.states.index(state)
+        except ValueError:
+            raise DetbalError(f"state {state!r} does not occur in the data") from None
+
+    @classmethod
+    def from_rows(cls, rows: CountRows | Sequence[tuple[str, str | None, str | None, int]]) -> TransitionCounts:
+        """Build counts from ``(source, target_or_None, escape_or_None, count)`` rows."""
+        items = rows.rows if isinstance(rows, CountRows) else tuple(rows)
+        index: dict[str, int] = {}
+        for source, target, _escape, _n in items:
+            index.setdefault(source, len(index))
+            if target is not None:
+                index.setdefault(target, len(index))
+        n = len(index)
+        attempts = np.zeros(n)
+        self_loops = np.zeros(n)
+        escapes = np.zeros(n)
+        edges: dict[tuple[int, int], float] = {}
+        for source, target, _escape, count in items:
+            f = index[source]
+            attempts[f] += count
+            if target is None:
+                escapes[f] += count
+            elif target == source:
+                self_loops[f] += count
+            else:
+                key = (f, index[target])
+                edges[key] = edges.get(key, 0.0) + count
+        if edges:
+            pairs = np.array(list(edges.keys()), dtype=np.int64)
+            src, dst = pairs[:, 0], pairs[:, 1]
+            count = np.fromiter(edges.values(), dtype=np.float64, count=len(edges))
+        else:
+            src = dst = np.zeros(0, dtype=np.int64)
+            count = np.zeros(0)
+        return cls.from_arrays(tuple(index), src, dst, count, attempts, self_loops, escapes)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        states: Sequence[str],
+        src: np.ndarray,
+        dst: np.ndarray,
+        count: np.ndarray,
+        attempts: np.ndarray,
+        self_loops: np.ndarray | None = None,
+        escapes: np.ndarray | None = None,
+    ) -> TransitionCounts:
+        """Counts from edge arrays, sorted by (source, target) for locality."""
+        n = len(states)
+        src = np.asarray(src, dtype=np.int32)
+        dst = np.asarray(dst, dtype=np.int32)
+        count = np.asarray(count, dtype=np.float64)
+        if np.any(src == dst):
+            raise ValueError("self-loops belong in self_loops, not in the edge list")
+        order = np.lexsort((dst, src))
+        attempts = np.asarray(attempts, dtype=np.float64)
+        zeros = np.zeros(n)
+        return cls(
+            states=tuple(states),
+            src=src[order],
+            dst=dst[order],
+            count=count[order],
+            attempts=attempts,
+            self_loops=zeros if self_loops is None else np.asarray(self_loops, float),
+            escapes=zeros if escapes is None else np.asarray(escapes, float),
+        )
+
+    def with_counts(self, count: np.ndarray, attempts: np.ndarray | None = None) -> TransitionCounts:
+        """Same edges and states with new counts (bootstrap resamples)."""
+        return TransitionCounts(
+            states=self.states, src=self.src, dst=self.dst, count=np.asarray(count, float),
+            attempts=self.attempts if attempts is None else np.asarray(attempts, float),
+            self_loops=self.self_loops, escapes=self.escapes,
+        )
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Estimated kernel on the edges that survived the cuts.
+
+    ``T[e] = count[e] / n0[src[e]]`` (capped at 1 in uniform mode); ``kept`` marks
+    the states that take part; ``n_sources`` is the number of kept states with at
+    least one attempt (the action's normalisation).
+    """
+
+    counts: TransitionCounts
+    mode: N0Mode
+    n0: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    count: np.ndarray
+    T: np.ndarray
+    kept: np.ndarray
+    min_source_count: float
+    total_attempts: float
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return self.counts.states
+
+    @property
+    def n_states(self) -> int:
+        return self.counts.n_states
+
+    @property
+    def n_sources(self) -> int:
+        return int(np.count_nonzero(self.kept & (self.counts.attempts > 0)))
+
+    def escape_probability(self) -> np.ndarray:
+        """1 - sum_g T(g<-f) - T(f<-f) per state (NaN for states with N0 = 0)."""
+        out = np.full(self.n_states, np.nan)
+        row_sum = np.bincount(self.src, weights=self.T, minlength=self.n_states)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loops = np.minimum(1.0, self.counts.self_loops / self.n0)
+        has = self.n0 > 0
+        out[has] = np.clip(1.0 - row_sum[has] - loops[has], 0.0, 1.0)
+        return out
+
+    def pair_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Edge indices ``(e_fg, e_gf)`` of every pair observed in both directions, f < g."""
+        return reverse_pairs(self.src, self.dst, self.n_states)
+
+
+def reverse_pairs(src: np.ndarray, dst: np.ndarray, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (f->g, g->f) with f < g, both present."""
+    if len(src) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    key = src.astype(np.int64) * n_states + dst
+    rkey = dst.astype(np.int64) * n_states + src
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    pos = np.minimum(np.searchsorted(sorted_key, rkey), len(sorted_key) - 1)
+    forward = np.flatnonzero((sorted_key[pos] == rkey) & (src < dst))
+    return forward, order[pos[forward]]
+
+
+def estimate_kernel(
+    counts: TransitionCounts,
+    mode: N0Mode = "empirical",
+    *,
+    min_source_count: float | None = None,
+    total_attempts: float | None = None,
+) -> Kernel:
+    """Estimate T(g<-f) from counts (METHOD.md section 2).
+
+    ``total_attempts`` overrides the store's total (for imported counts that carry
+    no escapes: the paper's Claude-4 example has 20,000 attempts over 5 states).
+    ``min_source_count`` defaults to 1 in empirical mode (drop N0 <= 1) and 0 in
+    uniform mode.
+    """
+    n = counts.n_states
+    if n == 0:
+        raise DetbalError("no states in the data")
+    total = counts.total_attempts if total_attempts is None else float(total_attempts)
+    if total_attempts is not None and total_attempts < counts.count.sum():
+        raise DetbalError(
+            f"--attempts {total_attempts:g} is smaller than the {counts.count.sum():g}"
+            " transitions in the data"
+        )
+    if mode == "empirical":
+        threshold = 1.0 if min_source_count is None else float(min_source_count)
+        n0 = counts.attempts.copy()
+        kept = n0 > threshold
+        keep_edge = kept[counts.src] & kept[counts.dst]
+        src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
+        T = cnt / n0[src]
+    elif mode == "uniform":
+        threshold = 0.0 if min_source_count is None else float(min_source_count)
+        n0 = np.full(n, total / n)
+        kept = counts.attempts > threshold if threshold > 0 else np.ones(n, dtype=bool)
+        keep_edge = kept[counts.src] & kept[counts.dst]
+        src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
+        T = np.minimum(1.0, cnt / n0[src])
+    else:
+        raise DetbalError(f"unknown N0 mode {mode!r}: use empirical or uniform")
+    return Kernel(
+        counts=counts, mode=mode, n0=n0, src=src, dst=dst, count=cnt, T=T, kept=kept,
+        min_source_count=threshold, total_attempts=total,
+    )

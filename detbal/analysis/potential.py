@@ -1,0 +1,322 @@
+"""The potential by least action (METHOD.md section 4).
+
+Minimise S[V] = (1/n_sources) sum_e T_e K(V(src_e) - V(dst_e)) with L-BFGS-B.
+
+S is convex, and its infimum splits over the strongly connected components of
+the graph of observed edges: an edge between two components can be driven to
+K -> 0 by pushing the components apart, so only edges inside a component
+constrain V.  detbal therefore fits V on the edges inside components (the
+reported action is the infimum) and flags every state outside the largest
+component as beyond the measurable range instead of printing a run-away number:
+
+* ``never_entered``: only ever left (V -> +inf);
+* ``never_left``: only ever entered (V -> -inf);
+* ``one_sided``: entered and left, but on no cycle (bounded on one side only);
+* ``other_component``: on cycles, but not connected both ways to the main component;
+* ``dropped``: removed by the N0 cut;
+* ``beyond_range``: |beta V| from the gauge exceeds log(total attempts).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import optimize
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from detbal.analysis.action import action_and_gradient, k_zero
+from detbal.analysis.counts import Kernel, reverse_pairs
+from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+from detbal.errors import DetbalError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], object]
+Gauge = Literal["mean"] | str
+
+
+@dataclass(frozen=True)
+class PotentialFit:
+    """Least-action potential; ``V`` is NaN wherever ``flags`` is non-empty."""
+
+    states: tuple[str, ...]
+    V: np.ndarray
+    V_fit: np.ndarray
+    stderr: np.ndarray
+    flags: tuple[str, ...]
+    component: np.ndarray
+    sources: np.ndarray
+    action: float
+    k0: float
+    kernel: str
+    beta: float
+    gauge: str
+    n_sources: int
+    converged: bool
+    iterations: int
+    bootstrap_V: np.ndarray | None = None
+
+    @property
+    def identifiable(self) -> np.ndarray:
+        return np.array([f == "" for f in self.flags])
+
+    def value(self, state: str) -> float:
+        return float(self.V[self.states.index(state)])
+
+    def to_records(self) -> list[dict[str, object]]:
+        """Rows ``state, V, stderr, sources, flag`` for potential.csv."""
+        rows = []
+        for i, s in enumerate(self.states):
+            ok = self.flags[i] == ""
+            rows.append({
+                "state": s,
+                "V": _fmt(self.V[i]) if ok else "",
+                "stderr": _fmt(self.stderr[i]) if ok else "",
+                "sources": int(self.sources[i]),
+                "flag": self.flags[i],
+            })
+        return rows
+
+
+def _fmt(x: float) -> str:
+    return "" if not np.isfinite(x) else f"{x:.6g}"
+
+
+@dataclass(frozen=True)
+class _Components:
+    label: np.ndarray  # -1 outside any fitted component
+    main: int
+    fitted: np.ndarray  # states inside components of size >= 2
+    edge_mask: np.ndarray  # kernel edges inside a component
+
+
+def _components(kernel: Kernel, src: np.ndarray, dst: np.ndarray, positive: np.ndarray,
+                reference: int | None) -> _Components:
+    n = kernel.n_states
+    s, d = src[positive], dst[positive]
+    graph = coo_matrix((np.ones(len(s)), (s, d)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=True, connection="strong")
+    sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
+    big = sizes >= 2
+    in_big = big[labels] & kernel.kept
+    label = np.where(in_big, labels, -1)
+    if reference is not None:
+        main = int(label[reference])
+        if main < 0:
+            raise DetbalError(
+                f"reference state {kernel.states[reference]!r} is beyond the measurable"
+                " range (on no observed cycle); choose another or use --gauge mean"
+            )
+    elif np.any(in_big):
+        weight = np.bincount(label[in_big], minlength=len(sizes)).astype(float)
+        weight += 1e-9 * np.bincount(
+            label[in_big], weights=kernel.counts.attempts[in_big], minlength=len(sizes)
+        )
+        main = int(np.argmax(weight))
+    else:
+        main = -1
+    edge_mask = positive & (label[src] >= 0) & (label[src] == label[dst])
+    return _Components(label=label, main=main, fitted=np.flatnonzero(in_big), edge_mask=edge_mask)
+
+
+def _minimise(
+    n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, kernel_name: str, beta: float,
+    V0: np.ndarray, tol: float, max_iter: int,
+) -> tuple[np.ndarray, float, bool, int]:
+    """L-BFGS-B on the un-normalised action (gradients of order T, not T/n)."""
+    if n == 0 or len(src) == 0:
+        return np.zeros(n), 0.0, True, 0
+    grad = np.empty(n)
+
+    def fun(V: np.ndarray) -> tuple[float, np.ndarray]:
+        value, g = action_and_gradient(V, src, dst, w, kernel=kernel_name, beta=beta, grad_out=grad)
+        return value, g.copy()
+
+    res = optimize.minimize(
+        fun, V0, jac=True, method="L-BFGS-B",
+        options={"maxiter": max_iter, "maxcor": 20, "ftol": tol, "gtol": tol * 1e2,
+                 "maxfun": 4 * max_iter},
+    )
+    return res.x, float(res.fun), bool(res.success), int(res.nit)
+
+
+def _state_flags(kernel: Kernel, comps: _Components, positive: np.ndarray, V: np.ndarray) -> list[str]:
+    n = kernel.n_states
+    s, d = kernel.src[positive], kernel.dst[positive]
+    outdeg = np.bincount(s, minlength=n)
+    indeg = np.bincount(d, minlength=n)
+    bound = math.log(max(kernel.total_attempts, 2.0))
+    flags = []
+    for i in range(n):
+        if not kernel.kept[i]:
+            flags.append("dropped")
+        elif comps.label[i] == comps.main and comps.main >= 0:
+            flags.append("beyond_range" if abs(V[i]) > bound else "")
+        elif comps.label[i] >= 0:
+            flags.append("other_component")
+        elif indeg[i] == 0:
+            flags.append("never_entered")
+        elif outdeg[i] == 0:
+            flags.append("never_left")
+        else:
+            flags.append("one_sided")
+    return flags
+
+
+def _gauge_shift(V: np.ndarray, members: np.ndarray, reference: int | None) -> np.ndarray:
+    """Shift ``V`` so the reference is 0, or the mean over ``members`` is 0."""
+    out = V.copy()
+    if reference is not None:
+        return out - V[reference]
+    if len(members):
+        out -= V[members].mean()
+    return out
+
+
+@dataclass(frozen=True)
+class _Solution:
+    V: np.ndarray  # NaN outside components, gauge-fixed per component
+    action: float
+    comps: _Components
+    converged: bool
+    iterations: int
+
+
+def _solve(kernel: Kernel, weights: np.ndarray, kernel_name: str, beta: float,
+           reference: int | None, V0: np.ndarray | None, tol: float, max_iter: int) -> _Solution:
+    positive = weights > 0
+    comps = _components(kernel, kernel.src, kernel.dst, positive, reference)
+    fitted = comps.fitted
+    local = np.full(kernel.n_states, -1, dtype=np.int64)
+    local[fitted] = np.arange(len(fitted))
+    m = comps.edge_mask
+    src = local[kernel.src[m]].astype(np.int32)
+    dst = local[kernel.dst[m]].astype(np.int32)
+    w = weights[m]
+    start = np.zeros(len(fitted)) if V0 is None else np.nan_to_num(V0[fitted])
+    Vc, total, ok, nit = _minimise(len(fitted), src, dst, w, kernel_name, beta, start, tol, max_iter)
+    V = np.full(kernel.n_states, np.nan)
+    V[fitted] = Vc
+    for c in np.unique(comps.label[fitted]):
+        members = fitted[comps.label[fitted] == c]
+        ref = reference if (reference is not None and c == comps.main) else None
+        V[members] = _gauge_shift(V, members, ref)[members]
+    n_sources = max(kernel.n_sources, 1)
+    return _Solution(V=V, action=total / n_sources, comps=comps, converged=ok, iterations=nit)
+
+
+class LeastActionPotential:
+    """Estimator: ``LeastActionPotential(kernel="exp").fit(kernel) -> PotentialFit``."""
+
+    def __init__(
+        self,
+        kernel: str = "exp",
+        beta: float = 1.0,
+        gauge: Gauge = "mean",
+        bootstrap: int = 0,
+        seed: int | None = 0,
+        n_jobs: int = 1,
+        tol: float = 1e-12,
+        max_iter: int = 20000,
+    ) -> None:
+        k_zero(kernel)  # validates the name
+        if beta <= 0:
+            raise DetbalError(f"beta must be positive, got {beta}")
+        self.kernel = kernel
+        self.beta = float(beta)
+        self.gauge = gauge
+        self.bootstrap = int(bootstrap)
+        self.seed = seed
+        self.n_jobs = max(1, int(n_jobs))
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, kernel: Kernel, progress: Progress | None = None) -> PotentialFit:
+        reference = None if self.gauge == "mean" else kernel.counts.index(str(self.gauge))
+        sol = _solve(kernel, kernel.T, self.kernel, self.beta, reference, None, self.tol, self.max_iter)
+        if not sol.converged:
+            log.warning("L-BFGS-B stopped before converging (%d iterations)", sol.iterations)
+        main = sol.comps.main
+        V = sol.V.copy()
+        main_members = np.flatnonzero(sol.comps.label == main) if main >= 0 else np.zeros(0, int)
+        positive = kernel.T > 0
+        flags = _state_flags(kernel, sol.comps, positive, np.nan_to_num(V))
+        ok = np.array([f == "" for f in flags])
+        if reference is None and main >= 0:
+            # zero mean over the identifiable states of the main component
+            V[main_members] -= V[ok].mean() if ok.any() else 0.0
+        stderr = np.full(kernel.n_states, np.nan)
+        boot = None
+        if self.bootstrap > 0 and ok.any():
+            boot = self._bootstrap(kernel, sol.V, ok, reference, progress)
+            valid = np.sum(np.isfinite(boot), axis=0)
+            with np.errstate(invalid="ignore"):
+                sd = np.nanstd(boot, axis=0, ddof=1) if boot.shape[0] > 1 else np.full(kernel.n_states, np.nan)
+            stderr = np.where(valid >= max(2, boot.shape[0] // 2), sd, np.nan)
+        V_report = np.where(ok, V, np.nan)
+        sources = kernel.counts.attempts
+        return PotentialFit(
+            states=kernel.states, V=V_report, V_fit=V, stderr=stderr, flags=tuple(flags),
+            component=sol.comps.label, sources=sources, action=sol.action, k0=k_zero(self.kernel),
+            kernel=self.kernel, beta=self.beta,
+            gauge="mean" if reference is None else kernel.states[reference],
+            n_sources=kernel.n_sources, converged=sol.converged, iterations=sol.iterations,
+            bootstrap_V=boot,
+        )
+
+    def _bootstrap(self, kernel: Kernel, V_fit: np.ndarray, ok: np.ndarray,
+                   reference: int | None, progress: Progress | None) -> np.ndarray:
+        """Resample attempts per source, refit, align the gauge on shared states."""
+        trials = np.where(kernel.kept, kernel.n0, 0.0)
+        seeds = replicate_seeds(self.seed, self.bootstrap)
+
+        def one(seed: int) -> np.ndarray:
+            counts = sample_edge_counts(kernel.src, kernel.T, trials, seed)
+            T = counts / kernel.n0[kernel.src]
+            if kernel.mode == "uniform":
+                T = np.minimum(1.0, T)
+            try:
+                sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol, self.max_iter)
+            except DetbalError:  # reference fell off the main component in this resample
+                return np.full(kernel.n_states, np.nan)
+            V = np.where(sol.comps.label == sol.comps.main, sol.V, np.nan)
+            shared = ok & np.isfinite(V)
+            if reference is None and shared.any():
+                V = V - V[shared].mean() + V_fit[shared].mean() - V_fit[ok].mean()
+            return V
+
+        out = np.empty((self.bootstrap, kernel.n_states))
+        if self.n_jobs > 1:
+            with ThreadPoolExecutor(self.n_jobs) as pool:
+                for i, row in enumerate(pool.map(one, seeds)):
+                    out[i] = row
+                    if progress:
+                        progress(1)
+        else:
+            for i, s in enumerate(seeds):
+                out[i] = one(s)
+                if progress:
+                    progress(1)
+        return out
+
+
+def fit_potential(kernel: Kernel, **options: object) -> PotentialFit:
+    """Functional form of :class:`LeastActionPotential` (``fit_potential(k, kernel="softplus")``)."""
+    progress = options.pop("progress", None)
+    return LeastActionPotential(**options).fit(kernel, progress=progress)  # type: ignore[arg-type]
+
+
+def pair_arrays(kernel: Kernel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(f, g, e_fg, e_gf)`` for pairs observed both ways (f < g)."""
+    e_fg, e_gf = reverse_pairs(kernel.src, kernel.dst, kernel.n_states)
+    return kernel.src[e_fg], kernel.dst[e_fg], e_fg, e_gf
+
+
+__all__: Sequence[str] = ["LeastActionPotential", "PotentialFit", "fit_potential", "pair_arrays"]

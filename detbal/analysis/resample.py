@@ -1,0 +1,68 @@
+"""Multinomial resampling of attempts per source (bootstrap, parametric bootstrap).
+
+Edges are grouped by source (sorted by ``src``); each source f with ``trials[f]``
+attempts draws its edge counts from Multinomial(trials[f], p[edges of f], 1 - sum p),
+implemented as a chain of binomials so rows of any length cost O(edges).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _multinomial_rows(row_ptr, p, trials, seed, out):  # pragma: no cover - compiled
+    np.random.seed(seed)
+    for r in range(trials.shape[0]):
+        remaining = trials[r]
+        mass = 1.0
+        for e in range(row_ptr[r], row_ptr[r + 1]):
+            if remaining <= 0 or mass <= 0.0:
+                out[e] = 0
+                continue
+            q = p[e] / mass
+            if q >= 1.0:
+                k = remaining
+            elif q <= 0.0:
+                k = 0
+            else:
+                k = np.random.binomial(remaining, q)
+            out[e] = k
+            remaining -= k
+            mass -= p[e]
+
+
+def row_pointer(src: np.ndarray, n_states: int) -> np.ndarray:
+    """CSR row pointer for edges sorted by source."""
+    return np.searchsorted(src, np.arange(n_states + 1)).astype(np.int64)
+
+
+def sample_edge_counts(
+    src: np.ndarray,
+    p: np.ndarray,
+    trials: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Counts per edge: every source draws ``trials[f]`` attempts over its edges.
+
+    ``src`` must be sorted; ``p`` are per-edge probabilities whose row sums are <= 1
+    (the rest is self-loops and escapes).
+    """
+    n_states = len(trials)
+    ptr = row_pointer(np.asarray(src), n_states)
+    out = np.zeros(len(src), dtype=np.int64)
+    _multinomial_rows(
+        ptr,
+        np.ascontiguousarray(p, dtype=np.float64),
+        np.ascontiguousarray(np.rint(trials), dtype=np.int64),
+        int(seed) % (2**32),
+        out,
+    )
+    return out
+
+
+def replicate_seeds(seed: int | None, n: int) -> list[int]:
+    """Independent 32-bit seeds for ``n`` replicates, reproducible from ``seed``."""
+    ss = np.random.SeedSequence(seed)
+    return [int(s.generate_state(1)[0]) for s in ss.spawn(n)]

@@ -1,0 +1,253 @@
+"""Import transitions from files and export counts and attempts.
+
+Readers return :class:`~detbal.store.CountRows`; nothing touches a store until a
+file has been read completely, so a bad file can never damage existing data.
+
+Accepted inputs:
+
+* CSV/TSV with a header ``source,target[,count]`` (an empty target is an escape
+  from that source; an optional ``escape`` column names its category);
+* JSON Lines, one object per line with ``source``, ``target`` (null or "" for an
+  escape) and optional ``count`` / ``escape``;
+* the paper's word-task JSON, ``{word: [next words, ...]}``;
+* the paper's fitting-agent JSON, ``[{"target_expression": ...,
+  "source_expressions": [{"expression": ...}, ...]}, ...]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from detbal.errors import InputError
+from detbal.store import Attempt, CountRows, RunStore, is_run_store
+
+_Row = tuple[str, str | None, str | None, int]
+
+
+def read_text(path: Path) -> str:
+    """Whole file as UTF-8 text, with one-line errors for the usual problems."""
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise InputError(path, "empty file")
+    return text
+
+
+def read_transitions(path: str | Path) -> CountRows:
+    """Read any supported transition file (not a run store) into count rows."""
+    path = Path(path)
+    text = read_text(path)
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson"}:
+        rows = _parse_jsonl(path, text)
+    elif suffix == ".json":
+        rows = _parse_json(path, text)
+    elif suffix in {".csv", ".tsv", ".txt"}:
+        rows = _parse_delimited(path, text, "\t" if suffix == ".tsv" else None)
+    else:
+        stripped = text.lstrip()
+        if stripped.startswith(("{", "[")):
+            first_line = stripped.splitlines()[0].strip()
+            if first_line.startswith("{") and first_line.endswith("}") and "\n" in stripped:
+                rows = _parse_jsonl(path, text)
+            else:
+                rows = _parse_json(path, text)
+        else:
+            rows = _parse_delimited(path, text, None)
+    if not rows:
+        raise InputError(path, "no transitions found")
+    return CountRows(rows=_aggregate(rows), label=str(path))
+
+
+def load_count_rows(path: str | Path) -> CountRows:
+    """Count rows from a run store or any importable file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if is_run_store(path):
+        with RunStore(path, create=False) as store:
+            return store.count_rows()
+    return read_transitions(path)
+
+
+def import_into_store(path: str | Path, store: RunStore) -> tuple[int, int]:
+    """Read ``path`` fully, then add it to ``store`` as one new run in one transaction.
+
+    Returns ``(run_id, attempts added)``.
+    """
+    rows = read_transitions(path)
+    attempts = [
+        Attempt(source=s, target=t, escape=e, count=n) for s, t, e, n in rows.rows
+    ]
+    run_id = store.create_run("import", Path(path).name, "import", {"source_file": str(path)})
+    try:
+        store.record_attempts(run_id, attempts)
+    except BaseException:
+        with store.transaction() as conn:
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        raise
+    return run_id, sum(a.count for a in attempts)
+
+
+# -- parsers --------------------------------------------------------------
+def _aggregate(rows: list[_Row]) -> tuple[_Row, ...]:
+    totals: Counter[tuple[str, str | None, str | None]] = Counter()
+    for source, target, escape, count in rows:
+        totals[(source, target, escape)] += count
+    return tuple((s, t, e, n) for (s, t, e), n in totals.items())
+
+
+def _outcome(source: str, target: Any, escape: Any) -> tuple[str | None, str | None]:
+    target_text = "" if target is None else str(target).strip()
+    if target_text:
+        return target_text, None
+    return None, (str(escape).strip() if escape else "imported")
+
+
+def _count(path: Path, where: str, value: Any) -> int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 1
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{where}: count {value!r} is not a number") from None
+    if number != int(number) or number < 1:
+        raise InputError(path, f"{where}: count {value!r} is not a positive integer")
+    return int(number)
+
+
+def _parse_delimited(path: Path, text: str, delimiter: str | None) -> list[_Row]:
+    if delimiter is None:
+        header_line = text.lstrip().splitlines()[0]
+        delimiter = "\t" if "\t" in header_line else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    missing = [c for c in ("source", "target") if c not in fields]
+    if missing:
+        raise InputError(
+            path, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+            f" (header has: {', '.join(fields) or 'nothing'})"
+        )
+    reader.fieldnames = fields
+    rows: list[_Row] = []
+    try:
+        for lineno, rec in enumerate(reader, start=2):
+            source = (rec.get("source") or "").strip()
+            if not source:
+                if not any((v or "").strip() for v in rec.values() if isinstance(v, str)):
+                    continue
+                raise InputError(path, f"line {lineno}: empty source")
+            target, escape = _outcome(source, rec.get("target"), rec.get("escape"))
+            rows.append((source, target, escape, _count(path, f"line {lineno}", rec.get("count"))))
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV ({exc})") from None
+    return rows
+
+
+def _parse_jsonl(path: Path, text: str) -> list[_Row]:
+    rows: list[_Row] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"line {lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(rec, dict) or "source" not in rec:
+            raise InputError(path, f"line {lineno}: expected an object with a 'source' key")
+        source = str(rec["source"]).strip()
+        if not source:
+            raise InputError(path, f"line {lineno}: empty source")
+        target, escape = _outcome(source, rec.get("target"), rec.get("escape"))
+        rows.append((source, target, escape, _count(path, f"line {lineno}", rec.get("count"))))
+    return rows
+
+
+def _parse_json(path: Path, text: str) -> list[_Row]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            path, f"malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
+        ) from None
+    rows: list[_Row] = []
+    if isinstance(data, dict):
+        for source, targets in data.items():
+            if not isinstance(targets, list):
+                raise InputError(
+                    path, f"word {source!r}: expected a list of next words, got {type(targets).__name__}"
+                )
+            for target in targets:
+                t, e = _outcome(source, target, None)
+                rows.append((str(source).strip(), t, e, 1))
+        return rows
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            if not isinstance(item, dict) or "target_expression" not in item:
+                raise InputError(path, f"item {i}: expected an object with 'target_expression'")
+            sources = item.get("source_expressions") or []
+            if not isinstance(sources, list):
+                raise InputError(path, f"item {i}: 'source_expressions' is not a list")
+            target = item["target_expression"]
+            for src in sources:
+                expr = src.get("expression") if isinstance(src, dict) else src
+                if expr is None or not str(expr).strip():
+                    raise InputError(path, f"item {i}: a source has no 'expression'")
+                t, e = _outcome(str(expr), target, None)
+                rows.append((str(expr).strip(), t, e, 1))
+        return rows
+    raise InputError(path, "JSON must be a {word: [next words]} object or a list of records")
+
+
+# -- export ---------------------------------------------------------------
+def export_table(records: list[dict[str, Any]], columns: list[str], out: str | Path) -> Path:
+    """Write ``records`` to CSV or Parquet, chosen by the suffix of ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({c: [r.get(c) for r in records] for c in columns})
+        pq.write_table(table, out)
+    else:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+    return out
+
+
+COUNT_COLUMNS = ["source", "target", "escape", "count"]
+ATTEMPT_COLUMNS = [
+    "id", "run_id", "seq", "source", "raw_answer", "target", "escape", "escape_detail",
+    "count", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "params",
+    "prompt_hash", "started", "finished",
+]
+
+
+def export_store(store: RunStore, what: str, out: str | Path) -> Path:
+    """Export ``counts`` or ``attempts`` of ``store`` to CSV or Parquet."""
+    if what == "counts":
+        records = [
+            dict(zip(COUNT_COLUMNS, row)) for row in store.count_rows().rows
+        ]
+        return export_table(records, COUNT_COLUMNS, out)
+    if what == "attempts":
+        return export_table(list(store.iter_attempts()), ATTEMPT_COLUMNS, out)
+    raise ValueError(f"unknown export {what!r}: use counts or attempts")
