@@ -1,0 +1,1 @@
+"""Language-model backends behind one small interface (:class:`~detbal.agents.backends.base.Backend`)."""

@@ -1,0 +1,65 @@
+"""The seam between agents and language models.
+
+A backend turns chat messages into a :class:`Completion`; everything else
+(retries, budgets, storage) lives in the runner, so a new backend is one class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": ...}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Passed through to the model and recorded with every attempt."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 32
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model answer with its accounting."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    finish_reason: str | None
+    model: str
+
+
+class BackendError(Exception):
+    """A failed call; ``retryable`` for rate limits, server errors and time-outs."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Messages in; text, token usage, latency and finish reason out."""
+
+    name: str
+    model: str
+
+    async def complete(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        """One call; raise :class:`BackendError` on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or model memory."""
+        ...
