@@ -49,6 +49,13 @@ class BackendError(Exception):
         self.retry_after = retry_after
 
 
+class BackendExhausted(BackendError):
+    """The backend has no more answers (replay); the run stops cleanly, nothing is stored."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Messages in; text, token usage, latency and finish reason out."""
@@ -56,8 +63,16 @@ class Backend(Protocol):
     name: str
     model: str
 
-    async def complete(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        """One call; raise :class:`BackendError` on failure."""
+    async def complete(
+        self, messages: Sequence[Message], params: SamplingParams, *, key: str | None = None
+    ) -> Completion:
+        """One call; raise :class:`BackendError` on failure.
+
+        ``key`` names the agent state the prompt was built from (the source
+        state).  Live backends ignore it; the replay backend answers from the
+        stored answers for that key.  Callers pass it only when it is not None,
+        so a backend without the keyword still works.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -1,0 +1,360 @@
+"""Calls that lose nothing: retries, budgets and a concurrent attempt loop.
+
+Two layers, usable separately:
+
+* :func:`call_model` makes one model call under a :class:`CallPolicy` (time-out,
+  retries with exponential back-off and jitter, ``Retry-After`` honoured) and a
+  :class:`Budget` (calls, tokens, money).  A call whose retries are exhausted
+  raises :class:`CallFailed`; the agent stores it as escape ``api_error``.
+* :func:`drive` runs attempts ``seq`` concurrently (at most ``concurrency`` at a
+  time) and commits each finished attempt to the run store, in one transaction
+  with the run's generator state, before counting it.  A budget running out, the
+  replay backend running dry or a stop request (Ctrl-C) ends the loop cleanly:
+  in-flight attempts finish and are stored, nothing half-done is written, and
+  the same command later continues with the seqs that are not stored yet.
+
+Back-off before retry ``k`` (k = 0, 1, ...)::
+
+    d_k = min(backoff_max_s, backoff_s * 2**k),  wait = d_k/2 + U(0, d_k/2)
+    wait = max(wait, min(Retry-After, retry_after_max_s))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from detbal.agents.backends.base import (
+    Backend,
+    BackendError,
+    BackendExhausted,
+    Completion,
+    Message,
+    SamplingParams,
+)
+from detbal.store import Attempt, RunStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How one model call is retried.
+
+    ``retries`` extra tries after the first; only errors marked retryable (rate
+    limits, server errors, time-outs, broken responses) are retried.
+    """
+
+    retries: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    timeout_s: float = 120.0
+    retry_after_max_s: float = 120.0
+
+    def delay(self, k: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry ``k`` (see the module docstring)."""
+        d = min(self.backoff_max_s, self.backoff_s * (2.0**k))
+        u = (rng or random).random()
+        wait = d / 2.0 + u * d / 2.0
+        if retry_after is not None and retry_after > 0:
+            wait = max(wait, min(float(retry_after), self.retry_after_max_s))
+        return wait
+
+
+class BudgetExhausted(Exception):
+    """The run's budget of calls, tokens or money is spent; no new call starts."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CallFailed(BackendError):
+    """A call that failed for good (retries exhausted or not retryable)."""
+
+    def __init__(self, last: BackendError, tries: int) -> None:
+        super().__init__(str(last), retryable=False, status=last.status)
+        self.last = last
+        self.tries = tries
+
+
+class Budget:
+    """Per-run limits on calls, tokens (prompt + completion) and money.
+
+    Cost = prompt_tokens * price_input / 1e6 + completion_tokens * price_output / 1e6
+    (prices in currency units per million tokens).  A call is counted when it
+    starts, tokens and cost when it returns, so concurrent calls can overshoot the
+    token and money limits by at most the calls in flight.  ``None`` = no limit.
+    """
+
+    def __init__(
+        self,
+        max_calls: int | None = None,
+        max_tokens: int | None = None,
+        max_cost: float | None = None,
+        *,
+        price_input: float = 0.0,
+        price_output: float = 0.0,
+        calls: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        self.max_calls = max_calls
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.price_input = float(price_input)
+        self.price_output = float(price_output)
+        self.calls = int(calls)
+        self.prompt_tokens = int(prompt_tokens)
+        self.completion_tokens = int(completion_tokens)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost(self) -> float:
+        return (self.prompt_tokens * self.price_input + self.completion_tokens * self.price_output) / 1e6
+
+    def exhausted(self) -> str | None:
+        """Why no further call may start, or None."""
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            return f"call budget reached ({self.calls} of {self.max_calls} calls)"
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            return f"token budget reached ({self.tokens} of {self.max_tokens} tokens)"
+        if self.max_cost is not None and self.cost >= self.max_cost:
+            return f"money budget reached ({self.cost:.4f} of {self.max_cost:.4f})"
+        return None
+
+    def start_call(self) -> None:
+        """Count a call about to start; raise :class:`BudgetExhausted` if none is left."""
+        reason = self.exhausted()
+        if reason is not None:
+            raise BudgetExhausted(reason)
+        self.calls += 1
+
+    def add_usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        self.prompt_tokens += int(prompt_tokens or 0)
+        self.completion_tokens += int(completion_tokens or 0)
+
+
+@dataclass
+class Tally:
+    """Requests one attempt issued (retries included); pass to :func:`call_model`."""
+
+    calls: int = 0
+
+
+async def call_model(
+    backend: Backend,
+    messages: Sequence[Message],
+    params: SamplingParams,
+    policy: CallPolicy | None = None,
+    budget: Budget | None = None,
+    *,
+    key: str | None = None,
+    tally: Tally | None = None,
+    rng: random.Random | None = None,
+) -> Completion:
+    """One model call with time-out, retries and budget accounting.
+
+    Raises :class:`BudgetExhausted` before a call the budget does not allow,
+    :class:`~detbal.agents.backends.base.BackendExhausted` when a replay backend
+    has no answer left (both mean: stop the run, store nothing), and
+    :class:`CallFailed` when the call failed for good (store an ``api_error``).
+    """
+    policy = policy or CallPolicy()
+    tries = 0
+    while True:
+        if budget is not None:
+            budget.start_call()
+        if tally is not None:
+            tally.calls += 1
+        tries += 1
+        try:
+            if key is None:
+                coro = backend.complete(messages, params)
+            else:
+                coro = backend.complete(messages, params, key=key)
+            completion = await asyncio.wait_for(coro, policy.timeout_s)
+        except asyncio.TimeoutError:
+            err = BackendError(f"no answer within {policy.timeout_s:g} s", retryable=True)
+        except BackendExhausted:
+            raise
+        except BackendError as exc:
+            err = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a backend bug must not lose the attempt
+            log.warning("backend %s raised %s: %s", getattr(backend, "name", "?"),
+                        type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            err = BackendError(f"{type(exc).__name__}: {exc}", retryable=False)
+        else:
+            if budget is not None:
+                budget.add_usage(completion.prompt_tokens, completion.completion_tokens)
+            return completion
+        if not err.retryable or tries > policy.retries:
+            raise CallFailed(err, tries)
+        wait = policy.delay(tries - 1, err.retry_after, rng)
+        log.debug("retry %d after %.2f s: %s", tries, wait, err)
+        await asyncio.sleep(wait)
+
+
+# -- the attempt loop ------------------------------------------------------------
+
+AttemptFn = Callable[[int], Awaitable[tuple[Attempt, Any]]]
+
+
+@dataclass(frozen=True)
+class DriveResult:
+    """What one invocation of :func:`drive` did."""
+
+    committed: int
+    stopped: str | None  # None: every requested seq is stored
+    interrupted: bool
+    elapsed_s: float
+
+
+class StopSignal:
+    """Stop requests: the first ``request()`` stops new attempts, the second abandons in-flight ones."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason: str | None = None
+        self.requests = 0
+        self._abandon: Callable[[], None] | None = None
+
+    def request(self, reason: str = "interrupted") -> None:
+        self.requests += 1
+        if self.reason is None:
+            self.reason = reason
+        self.event.set()
+        if self.requests >= 2 and self._abandon is not None:
+            self._abandon()
+
+    @property
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+async def drive(
+    store: RunStore,
+    run_id: int,
+    seqs: Iterable[int],
+    attempt_fn: AttemptFn,
+    *,
+    concurrency: int = 1,
+    on_commit: Callable[[int, Attempt], None] | None = None,
+    progress: Progress | None = None,
+    postfix: Callable[[], Mapping[str, Any]] | None = None,
+    stop: StopSignal | None = None,
+    handle_signals: bool = True,
+) -> DriveResult:
+    """Run ``attempt_fn(seq)`` for every seq, at most ``concurrency`` at a time.
+
+    ``attempt_fn`` returns ``(Attempt, rng_state)``; the attempt is stored with
+    :meth:`RunStore.record_attempt` (with ``rng_state``) and then passed to
+    ``on_commit``, and only then is ``progress(1, **postfix())`` called.
+    With ``handle_signals``, SIGINT/SIGTERM request a clean stop (a second one
+    abandons the calls in flight; they are re-issued on resume).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    stop = stop or StopSignal()
+    it: Iterator[int] = iter(seqs)
+    committed = 0
+    interrupted = False
+    t0 = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal committed
+        while not stop.is_set:
+            seq = next(it, None)
+            if seq is None:
+                return
+            try:
+                attempt, rng_state = await attempt_fn(seq)
+            except BudgetExhausted as exc:
+                stop.request(exc.reason)
+                return
+            except BackendExhausted as exc:
+                stop.request(f"backend has no more answers ({exc})")
+                return
+            except Exception as exc:
+                stop.request(f"error: {type(exc).__name__}: {exc}")
+                raise
+            store.record_attempt(run_id, seq, attempt, rng_state=rng_state)
+            committed += 1
+            if on_commit is not None:
+                on_commit(seq, attempt)
+            if progress is not None:
+                progress(1, **(postfix() if postfix is not None else {}))
+
+    loop = asyncio.get_running_loop()
+    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+
+    def abandon() -> None:
+        for t in tasks:
+            t.cancel()
+
+    stop._abandon = abandon
+    installed: list[int] = []
+
+    def on_signal(signame: str) -> None:
+        nonlocal interrupted
+        interrupted = True
+        if stop.requests == 0:
+            log.warning("stopping after the calls in flight (%s again abandons them)", signame)
+        stop.request("interrupted")
+
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    try:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+            raise r
+    return DriveResult(
+        committed=committed,
+        stopped=stop.reason,
+        interrupted=interrupted or stop.reason == "interrupted",
+        elapsed_s=time.perf_counter() - t0,
+    )
+
+
+@dataclass
+class RunTotals:
+    """Running totals shown on the progress bar."""
+
+    attempts: int = 0
+    transitions: int = 0
+    escapes: int = 0
+    escape_counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, attempt: Attempt) -> None:
+        self.attempts += attempt.count
+        if attempt.escape is None:
+            self.transitions += attempt.count
+        else:
+            self.escapes += attempt.count
+            self.escape_counts[attempt.escape] = self.escape_counts.get(attempt.escape, 0) + attempt.count
+
+    @property
+    def escape_rate(self) -> float:
+        return self.escapes / self.attempts if self.attempts else 0.0
