@@ -1,0 +1,382 @@
+"""Tests of detailed balance (METHOD.md section 3).
+
+* :func:`triplet_test`: the paper's closed-path statistic on 3-cycles, exactly as
+  published (variance 1/n_edge + 1/n_source per log T, chi^2 summed over
+  triplets, ndf = triplets), kept for comparison with the published numbers.
+* :func:`global_test`: all independent cycles at once.  For every pair observed
+  both ways, y_fg = log T(g<-f) - log T(f<-g) is fitted by V_f - V_g by weighted
+  least squares with the multinomial variance (1 - p)/n of each log count
+  (source counts cancel in cycles, so they add nothing).  The residual chi^2 has
+  df = pairs - states + components.
+* p-values come from a parametric bootstrap: the fitted reversible kernel
+  T~(g<-f) = sqrt(T(g<-f) T(f<-g)) exp((V_f - V_g)/2) (rows rescaled to stay
+  <= 1, which keeps it reversible) is simulated with the same numbers of attempts
+  per source, and both statistics are recomputed exactly as on the data.
+* :func:`pair_test` and :func:`one_sided_test` hold a fitted potential against
+  the pairs observed both ways and against the pairs seen in one direction only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse, stats
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import spsolve
+
+from detbal.analysis.counts import Kernel, reverse_pairs
+from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+
+Progress = Callable[[int], object]
+
+
+# -- the paper's triplet statistic --------------------------------------------
+@dataclass(frozen=True)
+class TripletTest:
+    """The published closed-path test on 3-cycles f -> g -> h -> f."""
+
+    n_triplets: int
+    chi2: float
+    chi2_per_ndf: float
+    p_value: float
+    triplets: np.ndarray
+    L_fwd: np.ndarray
+    L_bwd: np.ndarray
+    sigma2_fwd: np.ndarray
+    sigma2_bwd: np.ndarray
+    min_count: float
+    max_variance: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n_triplets": self.n_triplets, "chi2": self.chi2, "ndf": self.n_triplets,
+            "chi2_per_ndf": self.chi2_per_ndf, "p_value_bootstrap": self.p_value,
+            "min_count": self.min_count, "max_variance": self.max_variance,
+        }
+
+
+def _edge_lookup(src: np.ndarray, dst: np.ndarray, n: int) -> dict[int, int]:
+    return {int(k): i for i, k in enumerate(src.astype(np.int64) * n + dst)}
+
+
+def _triangles(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """All triangles (a < b < c) of the undirected graph with edges f - g (f < g)."""
+    adj: dict[int, set[int]] = {}
+    for a, b in zip(f.tolist(), g.tolist()):
+        adj.setdefault(a, set()).add(b)
+        adj.setdefault(b, set()).add(a)
+    out = []
+    for a, b in zip(f.tolist(), g.tolist()):
+        lo, hi = (a, b) if a < b else (b, a)
+        for c in adj[lo] & adj[hi]:
+            if c > hi:
+                out.append((lo, hi, c))
+    return np.array(sorted(out), dtype=np.int64).reshape(-1, 3)
+
+
+def _triplet_statistic(src: np.ndarray, dst: np.ndarray, count: np.ndarray, n0: np.ndarray,
+                       n: int, min_count: float, max_variance: float) -> dict[str, np.ndarray]:
+    ok = count > min_count
+    s, d, c = src[ok], dst[ok], count[ok]
+    e_fg, _ = reverse_pairs(s, d, n)
+    f, g = s[e_fg], d[e_fg]
+    good = (n0[f] > min_count) & (n0[g] > min_count)
+    tri = _triangles(f[good], g[good])
+    lookup = _edge_lookup(s, d, n)
+
+    def logs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.array([lookup[int(x) * n + int(y)] for x, y in zip(a, b)], dtype=np.int64)
+        cnt = c[idx]
+        return np.log(cnt / n0[a]), 1.0 / cnt + 1.0 / n0[a]
+
+    if len(tri) == 0:
+        empty = np.zeros(0)
+        return {"triplets": tri, "L_fwd": empty, "L_bwd": empty, "s2f": empty, "s2b": empty}
+    a, b, h = tri[:, 0], tri[:, 1], tri[:, 2]
+    l1, v1 = logs(a, b)
+    l2, v2 = logs(b, h)
+    l3, v3 = logs(h, a)
+    m1, w1 = logs(a, h)
+    m2, w2 = logs(h, b)
+    m3, w3 = logs(b, a)
+    L_fwd, s2f = l1 + l2 + l3, v1 + v2 + v3
+    L_bwd, s2b = m1 + m2 + m3, w1 + w2 + w3
+    keep = (s2f + s2b) < max_variance
+    return {"triplets": tri[keep], "L_fwd": L_fwd[keep], "L_bwd": L_bwd[keep],
+            "s2f": s2f[keep], "s2b": s2b[keep]}
+
+
+def _triplet_chi2(parts: dict[str, np.ndarray]) -> tuple[float, int]:
+    diff = parts["L_bwd"] - parts["L_fwd"]
+    return float(np.sum(diff**2 / (parts["s2f"] + parts["s2b"]))), len(diff)
+
+
+# -- the global weighted-least-squares test -----------------------------------
+@dataclass(frozen=True)
+class GlobalTest:
+    """All independent cycles of the pair graph at once, with a calibrated p-value."""
+
+    n_pairs: int
+    n_states: int
+    n_components: int
+    df: int
+    chi2: float
+    chi2_per_df: float
+    p_value: float
+    p_asymptotic: float
+    n_bootstrap: int
+    V: np.ndarray
+    residuals: np.ndarray = field(repr=False)
+
+    @property
+    def rejects(self) -> bool:
+        """Detailed balance rejected at the 5% level."""
+        return bool(self.p_value < 0.05)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "n_pairs": self.n_pairs, "n_states": self.n_states,
+            "n_components": self.n_components, "df": self.df, "chi2": self.chi2,
+            "chi2_per_df": self.chi2_per_df, "p_value": self.p_value,
+            "p_asymptotic": self.p_asymptotic, "n_bootstrap": self.n_bootstrap,
+        }
+
+
+@dataclass(frozen=True)
+class _WLS:
+    f: np.ndarray
+    g: np.ndarray
+    e_fg: np.ndarray
+    e_gf: np.ndarray
+    y: np.ndarray
+    var: np.ndarray
+    V: np.ndarray
+    chi2: float
+    df: int
+    n_states: int
+    n_components: int
+
+
+def _log_count_variance(count: np.ndarray, n0: np.ndarray) -> np.ndarray:
+    """Multinomial variance of log(n/N): (1 - p)/n with p = n/N (floored for p -> 1)."""
+    p = np.minimum(count / n0, 1.0)
+    return np.maximum(1.0 - p, 0.5 / np.maximum(n0, 1.0)) / count
+
+
+def _wls(src: np.ndarray, dst: np.ndarray, count: np.ndarray, n0: np.ndarray, n: int,
+         min_count: float) -> _WLS:
+    """Weighted least squares of pair log-ratios by potential differences."""
+    ok = np.flatnonzero(count > min_count)
+    e_fg_local, e_gf_local = reverse_pairs(src[ok], dst[ok], n)
+    e_fg, e_gf = ok[e_fg_local], ok[e_gf_local]
+    f, g = src[e_fg], dst[e_fg]
+    y = np.log(count[e_fg] / n0[f]) - np.log(count[e_gf] / n0[g])
+    var = _log_count_variance(count[e_fg], n0[f]) + _log_count_variance(count[e_gf], n0[g])
+    V = np.full(n, np.nan)
+    if len(f) == 0:
+        return _WLS(f, g, e_fg, e_gf, y, var, V, 0.0, 0, 0, 0)
+    nodes = np.unique(np.concatenate([f, g]))
+    local = np.full(n, -1, dtype=np.int64)
+    local[nodes] = np.arange(len(nodes))
+    a, b = local[f], local[g]
+    m = len(nodes)
+    w = 1.0 / var
+    graph = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m))
+    n_comp, labels = connected_components(graph, directed=False)
+    # weighted Laplacian, grounded at the first node of each component
+    rows = np.concatenate([a, b, a, b])
+    cols = np.concatenate([a, b, b, a])
+    vals = np.concatenate([w, w, -w, -w])
+    ground = np.unique(labels, return_index=True)[1]
+    rows = np.concatenate([rows, ground])
+    cols = np.concatenate([cols, ground])
+    vals = np.concatenate([vals, np.ones(len(ground))])
+    L = sparse.csc_matrix((vals, (rows, cols)), shape=(m, m))
+    rhs = np.bincount(a, weights=w * y, minlength=m) - np.bincount(b, weights=w * y, minlength=m)
+    sol = np.atleast_1d(spsolve(L, rhs))
+    resid = y - (sol[a] - sol[b])
+    chi2 = float(np.sum(w * resid**2))
+    V[nodes] = sol
+    return _WLS(f, g, e_fg, e_gf, y, var, V, chi2, len(f) - m + n_comp, m, n_comp)
+
+
+def _p_asymptotic(chi2: float, df: int) -> float:
+    return float(stats.chi2.sf(chi2, df)) if df > 0 else math.nan
+
+
+def reversible_fit(kernel: Kernel, wls: _WLS) -> np.ndarray:
+    """Edge probabilities of the fitted reversible kernel (same edges as ``kernel``)."""
+    p = kernel.T.copy()
+    if len(wls.f):
+        conductance = np.sqrt(kernel.T[wls.e_fg] * kernel.T[wls.e_gf])
+        dv = wls.V[wls.f] - wls.V[wls.g]
+        p[wls.e_fg] = conductance * np.exp(dv / 2.0)
+        p[wls.e_gf] = conductance * np.exp(-dv / 2.0)
+    row = np.bincount(kernel.src, weights=p, minlength=kernel.n_states)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loops = np.where(kernel.n0 > 0, kernel.counts.self_loops / kernel.n0, 0.0)
+    budget = np.clip(1.0 - loops, 1e-12, 1.0)
+    scale = np.where(row > budget, budget / np.where(row > 0, row, 1.0), 1.0)
+    return p * scale[kernel.src]
+
+
+@dataclass(frozen=True)
+class BalanceTests:
+    """Both cycle tests from one shared parametric bootstrap."""
+
+    global_test: GlobalTest
+    triplet: TripletTest
+
+
+def balance_tests(
+    kernel: Kernel,
+    *,
+    bootstrap: int = 200,
+    seed: int | None = 0,
+    min_count: float = 0.0,
+    triplet_min_count: float | None = None,
+    max_variance: float = 100.0,
+    progress: Progress | None = None,
+) -> BalanceTests:
+    """Global test and the paper's triplet test with bootstrap p-values.
+
+    ``min_count`` applies to the global test's pair counts; ``triplet_min_count``
+    is the paper's cut (0 for words, 1 for the fitting agent; default
+    ``min_count``).
+    """
+    n = kernel.n_states
+    tmin = min_count if triplet_min_count is None else triplet_min_count
+    wls = _wls(kernel.src, kernel.dst, kernel.count, kernel.n0, n, min_count)
+    parts = _triplet_statistic(kernel.src, kernel.dst, kernel.count, kernel.n0, n, tmin, max_variance)
+    t_chi2, t_ndf = _triplet_chi2(parts)
+    p_glob = _p_asymptotic(wls.chi2, wls.df)
+    p_trip = _p_asymptotic(t_chi2, t_ndf)
+    sims_glob: list[float] = []
+    sims_trip: list[float] = []
+    if bootstrap > 0 and (wls.df > 0 or t_ndf > 0):
+        p_null = reversible_fit(kernel, wls)
+        trials = np.where(kernel.kept, kernel.n0, 0.0)
+        for s in replicate_seeds(seed, bootstrap):
+            counts = sample_edge_counts(kernel.src, p_null, trials, s).astype(float)
+            present = counts > 0
+            sim = _wls(kernel.src[present], kernel.dst[present], counts[present], kernel.n0, n, min_count)
+            sims_glob.append(_p_asymptotic(sim.chi2, sim.df))
+            sp = _triplet_statistic(kernel.src[present], kernel.dst[present], counts[present],
+                                    kernel.n0, n, tmin, max_variance)
+            sims_trip.append(_p_asymptotic(*_triplet_chi2(sp)))
+            if progress:
+                progress(1)
+    glob = GlobalTest(
+        n_pairs=len(wls.f), n_states=wls.n_states, n_components=wls.n_components, df=wls.df,
+        chi2=wls.chi2, chi2_per_df=wls.chi2 / wls.df if wls.df > 0 else math.nan,
+        p_value=_bootstrap_p(p_glob, sims_glob), p_asymptotic=p_glob,
+        n_bootstrap=len(sims_glob), V=wls.V,
+        residuals=wls.y - (wls.V[wls.f] - wls.V[wls.g]) if len(wls.f) else np.zeros(0),
+    )
+    trip = TripletTest(
+        n_triplets=t_ndf, chi2=t_chi2, chi2_per_ndf=t_chi2 / t_ndf if t_ndf else math.nan,
+        p_value=_bootstrap_p(p_trip, sims_trip), triplets=parts["triplets"],
+        L_fwd=parts["L_fwd"], L_bwd=parts["L_bwd"], sigma2_fwd=parts["s2f"],
+        sigma2_bwd=parts["s2b"], min_count=tmin, max_variance=max_variance,
+    )
+    return BalanceTests(global_test=glob, triplet=trip)
+
+
+def _bootstrap_p(observed: float, simulated: list[float]) -> float:
+    """(1 + #{sim at least as extreme}) / (1 + R); extreme = small asymptotic p."""
+    if math.isnan(observed) or not simulated:
+        return math.nan
+    sims = np.array(simulated)
+    sims = sims[~np.isnan(sims)]
+    if len(sims) == 0:
+        return math.nan
+    return float((1 + np.count_nonzero(sims <= observed)) / (1 + len(sims)))
+
+
+def triplet_test(kernel: Kernel, *, min_count: float = 0.0, max_variance: float = 100.0,
+                 bootstrap: int = 0, seed: int | None = 0) -> TripletTest:
+    """The paper's statistic alone (``bootstrap`` > 0 adds a calibrated p-value)."""
+    return balance_tests(kernel, bootstrap=bootstrap, seed=seed, triplet_min_count=min_count,
+                         max_variance=max_variance).triplet
+
+
+def global_test(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0,
+                min_count: float = 0.0) -> GlobalTest:
+    """The global cycle test alone."""
+    return balance_tests(kernel, bootstrap=bootstrap, seed=seed, min_count=min_count).global_test
+
+
+# -- tests against a fitted potential -------------------------------------------
+@dataclass(frozen=True)
+class PairTest:
+    """log[T(g<-f)/T(f<-g)] against V(f) - V(g) over pairs observed both ways."""
+
+    n_pairs: int
+    pearson_r: float
+    chi2_per_ndf: float
+    n_beyond_range: int
+    dV: np.ndarray
+    log_ratio: np.ndarray
+    sigma: np.ndarray
+
+    def as_dict(self) -> dict[str, object]:
+        return {"n_pairs": self.n_pairs, "pearson_r": self.pearson_r,
+                "chi2_per_ndf": self.chi2_per_ndf, "n_beyond_range": self.n_beyond_range}
+
+
+def pair_test(kernel: Kernel, V: np.ndarray, beta: float = 1.0) -> PairTest:
+    """Pearson r and variance-weighted chi^2/ndf of the log-ratio against beta*dV.
+
+    Pairs with |beta dV| > log(total attempts) are outside the measurable range
+    and counted separately, not used.
+    """
+    e_fg, e_gf = kernel.pair_index()
+    f, g = kernel.src[e_fg], kernel.dst[e_fg]
+    ok = np.isfinite(V[f]) & np.isfinite(V[g])
+    f, g, e_fg, e_gf = f[ok], g[ok], e_fg[ok], e_gf[ok]
+    dV = beta * (V[f] - V[g])
+    y = np.log(kernel.T[e_fg] / kernel.T[e_gf])
+    var = _log_count_variance(kernel.count[e_fg], kernel.n0[f]) + \
+        _log_count_variance(kernel.count[e_gf], kernel.n0[g])
+    inside = np.abs(dV) <= math.log(max(kernel.total_attempts, 2.0))
+    dV, y, var = dV[inside], y[inside], var[inside]
+    r = float(stats.pearsonr(dV, y)[0]) if len(dV) > 2 and np.std(dV) > 0 and np.std(y) > 0 else math.nan
+    chi2 = float(np.mean((y - dV) ** 2 / var)) if len(dV) else math.nan
+    return PairTest(n_pairs=len(dV), pearson_r=r, chi2_per_ndf=chi2,
+                    n_beyond_range=int(np.count_nonzero(~inside)), dV=dV, log_ratio=y,
+                    sigma=np.sqrt(var))
+
+
+@dataclass(frozen=True)
+class OneSidedTest:
+    """Pairs seen one way only: the unseen T(f<-g) < 1/N0(g) bounds V(f) - V(g)."""
+
+    n_pairs: int
+    fraction_within: float
+    dV: np.ndarray
+    bound: np.ndarray
+
+    def as_dict(self) -> dict[str, object]:
+        return {"n_pairs": self.n_pairs, "fraction_within_bound": self.fraction_within}
+
+
+def one_sided_test(kernel: Kernel, V: np.ndarray, beta: float = 1.0) -> OneSidedTest:
+    """Fraction of one-sided pairs f -> g with beta(V_f - V_g) >= log(T(g<-f) N0(g)).
+
+    Only pairs whose unseen direction had a chance (g was a source) and whose
+    potentials are both identifiable count.
+    """
+    n = kernel.n_states
+    key = kernel.src.astype(np.int64) * n + kernel.dst
+    rkey = kernel.dst.astype(np.int64) * n + kernel.src
+    has_reverse = np.isin(rkey, key)
+    f, g = kernel.src, kernel.dst
+    ok = (~has_reverse) & (kernel.counts.attempts[g] > 0) & kernel.kept[g] \
+        & np.isfinite(V[f]) & np.isfinite(V[g])
+    dV = beta * (V[f[ok]] - V[g[ok]])
+    bound = np.log(kernel.T[ok] * kernel.n0[g[ok]])
+    frac = float(np.mean(dV >= bound)) if len(dV) else math.nan
+    return OneSidedTest(n_pairs=len(dV), fraction_within=frac, dV=dV, bound=bound)

@@ -1,0 +1,153 @@
+"""Subcommands of the analysis stage: ``analyze``, ``import``, ``export``, ``synth``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "analyze", help="kernel, detailed-balance tests and least-action potential",
+        description="Analyse a run store or an importable transition file (CSV/TSV"
+        " source,target[,count], JSON Lines, or the paper's JSON shapes).",
+    )
+    p.add_argument("input", help="run store (.sqlite) or transition file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kernel", choices=["exp", "softplus"], default="exp",
+                   help="K(x) = exp(-beta x/2) or log(1 + exp(-beta x)) (default exp)")
+    p.add_argument("--beta", type=float, default=1.0, help="inverse temperature (default 1)")
+    p.add_argument("--n0", choices=["empirical", "uniform"], default="empirical",
+                   help="normalisation of the kernel (default empirical)")
+    p.add_argument("--min-source-count", type=float, default=None,
+                   help="drop sources with N0 <= K (default 1 empirical, 0 uniform)")
+    p.add_argument("--attempts", type=float, default=None,
+                   help="total attempts, for imported counts that carry no escapes")
+    p.add_argument("--bootstrap", type=int, default=100,
+                   help="bootstrap resamples for standard errors of V (default 100; 0 = none)")
+    p.add_argument("--test-simulations", type=int, default=200,
+                   help="parametric-bootstrap simulations for the cycle tests' p-values (default 200)")
+    p.add_argument("--triplet-min-count", type=float, default=0.0,
+                   help="the paper's count cut for 3-cycles (0 for words, 1 for the fitting agent)")
+    p.add_argument("--gauge", default="mean",
+                   help="'mean' (zero mean over identifiable states) or a state that gets V = 0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="threads for the bootstrap (default 1)")
+    p.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
+    p.set_defaults(handler=_analyze)
+
+    p = sub.add_parser("import", help="add a transition file to a run store as a new run")
+    p.add_argument("file")
+    p.add_argument("--store", required=True)
+    p.set_defaults(handler=_import)
+
+    p = sub.add_parser("export", help="export counts or attempts of a store to CSV or Parquet")
+    p.add_argument("store")
+    p.add_argument("--what", choices=["counts", "attempts"], default="counts")
+    p.add_argument("--out", required=True, help="file ending in .csv or .parquet")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("synth", help="sample a ground-truth chain (reversible or driven) to CSV")
+    p.add_argument("--out", required=True, help="transition CSV to write")
+    p.add_argument("--states", type=int, default=300)
+    p.add_argument("--transitions", type=int, default=20000)
+    p.add_argument("--children", type=int, default=3)
+    p.add_argument("--degree", type=float, default=6.0)
+    p.add_argument("--scale", type=float, default=1.5, help="std of the true potential")
+    p.add_argument("--drive", type=float, default=0.0, help="non-reversible drive (0 = reversible)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_synth)
+
+
+def _analyze(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.analysis.pipeline import analyze
+    from detbal.errors import DetbalError
+
+    if args.bootstrap < 0 or args.test_simulations < 0:
+        raise DetbalError("--bootstrap and --test-simulations must be >= 0")
+    summary = analyze(
+        args.input, args.out, kernel=args.kernel, beta=args.beta, n0=args.n0,
+        min_source_count=args.min_source_count, attempts=args.attempts,
+        bootstrap=args.bootstrap, test_simulations=args.test_simulations,
+        triplet_min_count=args.triplet_min_count, gauge=args.gauge, seed=args.seed,
+        n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
+    )
+    ui.echo(format_summary(summary, Path(args.out)))
+    return 0
+
+
+def format_summary(s: dict[str, Any], out: Path) -> str:
+    """The short text summary printed at the end of ``analyze``."""
+    g = s["detailed_balance"]["global"]
+    t = s["detailed_balance"]["triplet_paper"]
+    pot = s["potential"]
+
+    def f(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
+
+    return "\n".join([
+        f"{s['data']['states']} states, {s['data']['edges']} transitions, {f(s['data']['total_attempts'])} attempts",
+        f"verdict: {s['verdict']}",
+        f"global test: {g['n_pairs']} pairs, df {g['df']}, chi2/df {f(g['chi2_per_df'])}, p {f(g['p_value'])}",
+        f"paper 3-cycle test: {t['n_triplets']} triplets, chi2/ndf {f(t['chi2_per_ndf'])}",
+        f"pair test: {s['pair_test']['n_pairs']} pairs, r {f(s['pair_test']['pearson_r'])}",
+        f"action {f(pot['action'])} (K0 {f(pot['K0'])}), sigma(beta V) {f(pot['sigma_beta_V'])},"
+        f" expected {f(pot['expected_min_action_gaussian'])}, downhill {f(pot['downhill_fraction'])}",
+        f"identifiable states: {pot['identifiable_states']}; wrote {out}/summary.json, potential.csv"
+        + (", report.md" if "figures" in s else ""),
+    ])
+
+
+def _import(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.io import import_into_store
+    from detbal.store import RunStore
+
+    with RunStore(args.store) as store:
+        run_id, n = import_into_store(args.file, store)
+    ui.echo(f"imported {n} attempts from {args.file} into {args.store} as run {run_id}")
+    return 0
+
+
+def _export(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.io import export_store
+    from detbal.store import RunStore
+
+    with RunStore(args.store, create=False) as store:
+        path = export_store(store, args.what, args.out)
+    ui.echo(f"wrote {path}")
+    return 0
+
+
+def _synth(args: argparse.Namespace, ui: Any) -> int:
+    import csv
+
+    from detbal.errors import DetbalError
+    from detbal.systems import metropolis_chain, sample_agent
+
+    if args.states < 3 or args.transitions < 1:
+        raise DetbalError("--states must be >= 3 and --transitions >= 1")
+    chain = metropolis_chain(args.states, mean_degree=args.degree, potential_scale=args.scale,
+                             drive=args.drive, seed=args.seed)
+    counts = sample_agent(chain, args.transitions, children=args.children, seed=args.seed + 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "target", "count"])
+        for s, d, n in zip(counts.src, counts.dst, counts.count):
+            w.writerow([counts.states[s], counts.states[d], int(n)])
+        for i, name in enumerate(counts.states):
+            if counts.self_loops[i]:
+                w.writerow([name, name, int(counts.self_loops[i])])
+            if counts.escapes[i]:
+                w.writerow([name, "", int(counts.escapes[i])])
+    truth = out.with_name(out.stem + "_true_potential.csv")
+    with truth.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["state", "V"])
+        for name, v in zip(chain.labels, chain.potential):
+            w.writerow([name, f"{v:.6g}"])
+    kind = "reversible" if chain.reversible else f"driven (drive {args.drive})"
+    ui.echo(f"wrote {args.transitions} attempts of a {kind} chain to {out} and the true potential to {truth}")
+    return 0

@@ -1,0 +1,174 @@
+"""``analyze``: from recorded transitions to summary.json, potential.csv and report.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from detbal import __version__
+from detbal.analysis.counts import Kernel, N0Mode, TransitionCounts, estimate_kernel
+from detbal.errors import DetbalError
+from detbal.io import export_table, load_count_rows
+
+log = logging.getLogger(__name__)
+
+
+class ProgressUI(Protocol):
+    def progress(self, total: int | None, desc: str, unit: str = "it") -> AbstractContextManager[Callable[..., Any]]:
+        ...
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 4)
+
+
+def load_kernel(
+    input_path: str | Path,
+    *,
+    n0: N0Mode = "empirical",
+    min_source_count: float | None = None,
+    attempts: float | None = None,
+) -> Kernel:
+    """Read a store or importable file and estimate the kernel."""
+    counts = TransitionCounts.from_rows(load_count_rows(input_path))
+    if counts.count.size == 0:
+        raise DetbalError(f"{input_path}: no transitions between distinct states")
+    return estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=attempts)
+
+
+def analyze(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    kernel: str = "exp",
+    beta: float = 1.0,
+    n0: N0Mode = "empirical",
+    min_source_count: float | None = None,
+    attempts: float | None = None,
+    bootstrap: int = 100,
+    test_simulations: int = 200,
+    triplet_min_count: float = 0.0,
+    gauge: str = "mean",
+    seed: int = 0,
+    n_jobs: int = 1,
+    figures: bool = True,
+    ui: ProgressUI | None = None,
+) -> dict[str, Any]:
+    """Run the whole analysis and write its outputs into ``out_dir``; returns the summary."""
+    from detbal.analysis.balance import balance_tests, one_sided_test, pair_test
+    from detbal.analysis.potential import LeastActionPotential
+    from detbal.analysis.summary import summarise
+
+    timer = _Timer()
+    out = Path(out_dir)
+    with timer.stage("load"):
+        k = load_kernel(input_path, n0=n0, min_source_count=min_source_count, attempts=attempts)
+    if k.n_sources == 0 or len(k.src) == 0:
+        raise DetbalError(
+            f"{input_path}: no source state survives the cut N0 > {k.min_source_count:g};"
+            " lower --min-source-count"
+        )
+
+    def bar(total: int, desc: str) -> AbstractContextManager[Callable[..., Any]]:
+        return ui.progress(total, desc) if (ui is not None and total > 0) else nullcontext(None)
+
+    estimator = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
+                                     seed=seed, n_jobs=n_jobs)
+    with timer.stage("potential"), bar(bootstrap, "bootstrap of V") as tick:
+        fit = estimator.fit(k, progress=tick)
+    with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
+        tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
+                              triplet_min_count=triplet_min_count, progress=tick)
+    with timer.stage("pair_tests"):
+        pairs = pair_test(k, fit.V, beta)
+        one_sided = one_sided_test(k, fit.V, beta)
+        pot = summarise(k, fit)
+
+    g = tests.global_test
+    if g.df <= 0 or not math.isfinite(g.p_value):
+        verdict = "untestable: no independent cycle among the pairs observed both ways"
+    elif g.rejects:
+        verdict = f"detailed balance rejected (global test p = {g.p_value:.3g})"
+    else:
+        verdict = f"consistent with detailed balance (global test p = {g.p_value:.3g})"
+
+    c = k.counts
+    summary: dict[str, Any] = {
+        "detbal_version": __version__,
+        "input": str(input_path),
+        "settings": {
+            "kernel": kernel, "beta": beta, "n0": n0, "min_source_count": k.min_source_count,
+            "attempts": k.total_attempts, "bootstrap": bootstrap,
+            "test_simulations": test_simulations, "triplet_min_count": triplet_min_count,
+            "gauge": fit.gauge, "seed": seed,
+        },
+        "data": {
+            "states": c.n_states, "edges": int(len(c.src)), "kept_edges": int(len(k.src)),
+            "sources": k.n_sources, "total_attempts": k.total_attempts,
+            "escape_fraction": float((c.escapes.sum() + c.self_loops.sum()) / max(c.total_attempts, 1)),
+        },
+        "verdict": verdict,
+        "detailed_balance": {"global": g.as_dict(), "triplet_paper": tests.triplet.as_dict()},
+        "pair_test": pairs.as_dict(),
+        "one_sided": one_sided.as_dict(),
+        "potential": {**pot.as_dict(), "converged": fit.converged, "iterations": fit.iterations},
+        "timings": timer.timings,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    records = fit.to_records()
+    export_table(records, ["state", "V", "stderr", "sources", "flag"], out / "potential.csv")
+    if figures:
+        from detbal.analysis import report
+
+        with timer.stage("figures"):
+            figs = {
+                "triplets": report.plot_triplets(tests.triplet, out / "triplets.png"),
+                "pairs": report.plot_pairs(pairs, out / "pairs.png"),
+                "one_sided": report.plot_one_sided(one_sided, out / "one_sided.png"),
+                "histogram": report.plot_histogram(
+                    fit.beta * fit.V[k.counts.attempts > 1], pot.mean_beta_v, pot.sigma_beta_v,
+                    out / "potential_histogram.png"),
+                "diagram": report.plot_diagram(k, fit, out / "diagram.png"),
+            }
+        summary["figures"] = {key: p.name for key, p in figs.items() if p is not None}
+    else:
+        figs = {}
+    identifiable = [r for r in records if r["flag"] == ""]
+    identifiable.sort(key=lambda r: float(r["V"]))
+    summary["timings"] = timer.timings
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
+    if figures:
+        from detbal.analysis import report
+
+        report.write_report(out, json_safe(summary), figs, identifiable[:15])
+    return json_safe(summary)
