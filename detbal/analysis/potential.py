@@ -257,9 +257,9 @@ class LeastActionPotential:
         if self.bootstrap > 0 and ok.any():
             boot = self._bootstrap(kernel, sol.V, ok, reference, progress)
             valid = np.sum(np.isfinite(boot), axis=0)
-            with np.errstate(invalid="ignore"):
-                sd = np.nanstd(boot, axis=0, ddof=1) if boot.shape[0] > 1 else np.full(kernel.n_states, np.nan)
-            stderr = np.where(valid >= max(2, boot.shape[0] // 2), sd, np.nan)
+            enough = valid >= max(2, boot.shape[0] // 2)
+            if enough.any():
+                stderr[enough] = np.nanstd(boot[:, enough], axis=0, ddof=1)
         V_report = np.where(ok, V, np.nan)
         sources = kernel.counts.attempts
         return PotentialFit(
