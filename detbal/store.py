@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     source_id INTEGER NOT NULL REFERENCES states(id),
     raw_answer TEXT,
     target_id INTEGER REFERENCES states(id),
-    escape TEXT,
+    "escape" TEXT,
     escape_detail TEXT,
     count INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
     prompt_tokens INTEGER,
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     prompt_hash TEXT,
     started TEXT,
     finished TEXT,
-    CHECK ((target_id IS NULL) <> (escape IS NULL)),
+    CHECK ((target_id IS NULL) <> ("escape" IS NULL)),
     UNIQUE (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS attempts_source ON attempts(source_id);
@@ -168,12 +168,21 @@ class RunStore:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise InputError(self.path, "no such run store")
-        if self.path.exists() and not is_run_store(self.path):
+        if self.path.is_dir():
+            raise InputError(self.path, "is a directory, expected a run store file")
+        # an empty file (e.g. from mkstemp) is a fresh store; anything else must be SQLite
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh and not is_run_store(self.path):
             raise InputError(self.path, "not a detbal run store (SQLite)")
+        if fresh and not create:
+            raise InputError(self.path, "empty file, not a detbal run store")
         try:
             self._conn = sqlite3.connect(
                 str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
             )
+            if not fresh and not _is_detbal_schema(self._conn):
+                self._conn.close()
+                raise InputError(self.path, "an SQLite database, but not a detbal run store")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -185,6 +194,7 @@ class RunStore:
         except sqlite3.DatabaseError as exc:
             raise InputError(self.path, f"cannot open as a run store ({exc})") from None
         self._state_ids: dict[str, int] = {}
+        self._depth = 0
 
     # -- plumbing ---------------------------------------------------------
     def close(self) -> None:
@@ -198,17 +208,37 @@ class RunStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception.
+
+        Transactions nest: inside another one this is a ``SAVEPOINT``, so a caller
+        can group several store calls (a run and its attempts) into one atomic write.
+        """
         cache_before = dict(self._state_ids)
-        self._conn.execute("BEGIN IMMEDIATE")
+        nested = self._conn.in_transaction
+        if nested:
+            self._depth += 1
+            name = f"detbal_sp{self._depth}"
+            self._conn.execute(f"SAVEPOINT {name}")
+        else:
+            self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if nested:
+                self._conn.execute(f"ROLLBACK TO {name}")
+                self._conn.execute(f"RELEASE {name}")
+            else:
+                self._conn.execute("ROLLBACK")
             self._state_ids = cache_before
             raise
         else:
-            self._conn.execute("COMMIT")
+            if nested:
+                self._conn.execute(f"RELEASE {name}")
+            else:
+                self._conn.execute("COMMIT")
+        finally:
+            if nested:
+                self._depth -= 1
 
     # -- runs -------------------------------------------------------------
     def create_run(
@@ -339,7 +369,7 @@ class RunStore:
             else None
         )
         cur = self._conn.execute(
-            "INSERT INTO attempts(run_id, seq, source_id, raw_answer, target_id, escape,"
+            "INSERT INTO attempts(run_id, seq, source_id, raw_answer, target_id, \"escape\","
             " escape_detail, count, prompt_tokens, completion_tokens, latency_s,"
             " finish_reason, params, prompt_hash, started, finished)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -357,7 +387,7 @@ class RunStore:
         """Every attempt as a dict with source/target texts, in insertion order."""
         where, args = _run_filter(run_ids)
         cur = self._conn.execute(
-            "SELECT a.id, a.run_id, a.seq, s.text, a.raw_answer, t.text, a.escape,"
+            "SELECT a.id, a.run_id, a.seq, s.text, a.raw_answer, t.text, a.\"escape\","
             " a.escape_detail, a.count, a.prompt_tokens, a.completion_tokens, a.latency_s,"
             " a.finish_reason, a.params, a.prompt_hash, a.started, a.finished"
             " FROM attempts a JOIN states s ON s.id = a.source_id"
@@ -376,10 +406,10 @@ class RunStore:
         """Aggregated ``(source, target, escape, count)`` rows for the analysis."""
         where, args = _run_filter(run_ids)
         rows = self._conn.execute(
-            "SELECT s.text, t.text, a.escape, SUM(a.count)"
+            "SELECT s.text, t.text, a.\"escape\", SUM(a.count)"
             " FROM attempts a JOIN states s ON s.id = a.source_id"
             " LEFT JOIN states t ON t.id = a.target_id" + where +
-            " GROUP BY a.source_id, a.target_id, a.escape ORDER BY a.source_id, a.target_id",
+            " GROUP BY a.source_id, a.target_id, a.\"escape\" ORDER BY a.source_id, a.target_id",
             args,
         ).fetchall()
         return CountRows(
@@ -392,7 +422,7 @@ class RunStore:
             agg = self._conn.execute(
                 "SELECT COALESCE(SUM(count), 0),"
                 " COALESCE(SUM(CASE WHEN target_id IS NOT NULL THEN count END), 0),"
-                " COALESCE(SUM(CASE WHEN escape IS NOT NULL THEN count END), 0),"
+                " COALESCE(SUM(CASE WHEN \"escape\" IS NOT NULL THEN count END), 0),"
                 " COUNT(DISTINCT target_id), COALESCE(SUM(prompt_tokens), 0),"
                 " COALESCE(SUM(completion_tokens), 0)"
                 " FROM attempts WHERE run_id = ?",
@@ -400,8 +430,8 @@ class RunStore:
             ).fetchone()
             escapes = dict(
                 self._conn.execute(
-                    "SELECT escape, SUM(count) FROM attempts WHERE run_id = ? AND escape"
-                    " IS NOT NULL GROUP BY escape ORDER BY escape",
+                    "SELECT \"escape\", SUM(count) FROM attempts WHERE run_id = ? AND \"escape\""
+                    " IS NOT NULL GROUP BY \"escape\" ORDER BY \"escape\"",
                     (run.id,),
                 ).fetchall()
             )
@@ -423,6 +453,20 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         code_version=code_version, created=created,
         rng_state=json.loads(rng_state) if rng_state else None,
     )
+
+
+def _is_detbal_schema(conn: sqlite3.Connection) -> bool:
+    """True for a database with our ``meta`` table or with no tables at all."""
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return True
+        if "meta" not in tables:
+            return False
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return False
+    return row is not None
 
 
 def is_run_store(path: str | Path) -> bool:
