@@ -133,6 +133,7 @@ def plot_diagram(kernel: Kernel, fit: PotentialFit, path: Path) -> Path | None:
         label = kernel.states[i] + ("" if fit.flags[i] == "" else f"\n({fit.flags[i]})")
         ax.plot(x[i], y[i], "o", color="k", ms=6)
         ax.annotate(label, (x[i], y[i]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.margins(x=0.25, y=0.08)
     ax.set_ylabel(r"$\beta V$ (flagged states drawn at the edges)")
     ax.set_xticks([])
     ax.set_title("transitions on potential levels (blue downhill, red uphill)")
