@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -56,17 +57,14 @@ def read_transitions(path: str | Path) -> CountRows:
     if suffix in {".jsonl", ".ndjson"}:
         rows = _parse_jsonl(path, text)
     elif suffix == ".json":
-        rows = _parse_json(path, text)
+        stripped = text.lstrip()
+        rows = _parse_jsonl(path, text) if _looks_like_jsonl(stripped) else _parse_json(path, text)
     elif suffix in {".csv", ".tsv", ".txt"}:
         rows = _parse_delimited(path, text, "\t" if suffix == ".tsv" else None)
     else:
         stripped = text.lstrip()
         if stripped.startswith(("{", "[")):
-            first_line = stripped.splitlines()[0].strip()
-            if first_line.startswith("{") and first_line.endswith("}") and "\n" in stripped:
-                rows = _parse_jsonl(path, text)
-            else:
-                rows = _parse_json(path, text)
+            rows = _parse_jsonl(path, text) if _looks_like_jsonl(stripped) else _parse_json(path, text)
         else:
             rows = _parse_delimited(path, text, None)
     if not rows:
@@ -94,17 +92,26 @@ def import_into_store(path: str | Path, store: RunStore) -> tuple[int, int]:
     attempts = [
         Attempt(source=s, target=t, escape=e, count=n) for s, t, e, n in rows.rows
     ]
-    run_id = store.create_run("import", Path(path).name, "import", {"source_file": str(path)})
-    try:
+    # one outer transaction: the run row and its attempts land together or not at all
+    with store.transaction():
+        run_id = store.create_run("import", Path(path).name, "import", {"source_file": str(path)})
         store.record_attempts(run_id, attempts)
-    except BaseException:
-        with store.transaction() as conn:
-            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        raise
     return run_id, sum(a.count for a in attempts)
 
 
 # -- parsers --------------------------------------------------------------
+def _looks_like_jsonl(stripped: str) -> bool:
+    """First line is a complete JSON object with a ``source`` key (one record per line)."""
+    first_line = stripped.splitlines()[0].strip()
+    if not (first_line.startswith("{") and first_line.endswith("}")):
+        return False
+    try:
+        first = json.loads(first_line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(first, dict) and "source" in first and not isinstance(first["source"], list)
+
+
 def _aggregate(rows: list[_Row]) -> tuple[_Row, ...]:
     totals: Counter[tuple[str, str | None, str | None]] = Counter()
     for source, target, escape, count in rows:
@@ -122,18 +129,26 @@ def _outcome(source: str, target: Any, escape: Any) -> tuple[str | None, str | N
 def _count(path: Path, where: str, value: Any) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
         return 1
+    if isinstance(value, bool):
+        raise InputError(path, f"{where}: count {value!r} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(path, f"{where}: count {value!r} is not a number") from None
-    if number != int(number) or number < 1:
+    if not math.isfinite(number) or number != int(number) or number < 1:
         raise InputError(path, f"{where}: count {value!r} is not a positive integer")
     return int(number)
 
 
 def _parse_delimited(path: Path, text: str, delimiter: str | None) -> list[_Row]:
+    # leading blank lines would otherwise be taken as an empty header
+    lines = text.splitlines(keepends=True)
+    skipped = 0
+    while skipped < len(lines) and not lines[skipped].strip():
+        skipped += 1
+    text = "".join(lines[skipped:])
     if delimiter is None:
-        header_line = text.lstrip().splitlines()[0]
+        header_line = text.splitlines()[0]
         delimiter = "\t" if "\t" in header_line else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
@@ -146,7 +161,8 @@ def _parse_delimited(path: Path, text: str, delimiter: str | None) -> list[_Row]
     reader.fieldnames = fields
     rows: list[_Row] = []
     try:
-        for lineno, rec in enumerate(reader, start=2):
+        for rec in reader:
+            lineno = reader.line_num + skipped
             source = (rec.get("source") or "").strip()
             if not source:
                 if not any((v or "").strip() for v in rec.values() if isinstance(v, str)):
@@ -170,7 +186,7 @@ def _parse_jsonl(path: Path, text: str) -> list[_Row]:
             raise InputError(path, f"line {lineno}: malformed JSON ({exc.msg})") from None
         if not isinstance(rec, dict) or "source" not in rec:
             raise InputError(path, f"line {lineno}: expected an object with a 'source' key")
-        source = str(rec["source"]).strip()
+        source = "" if rec["source"] is None else str(rec["source"]).strip()
         if not source:
             raise InputError(path, f"line {lineno}: empty source")
         target, escape = _outcome(source, rec.get("target"), rec.get("escape"))
