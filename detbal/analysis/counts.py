@@ -205,10 +205,10 @@ def estimate_kernel(
     if n == 0:
         raise DetbalError("no states in the data")
     total = counts.total_attempts if total_attempts is None else float(total_attempts)
-    if total_attempts is not None and total_attempts < counts.count.sum():
+    if total_attempts is not None and total_attempts < counts.total_attempts:
         raise DetbalError(
-            f"--attempts {total_attempts:g} is smaller than the {counts.count.sum():g}"
-            " transitions in the data"
+            f"--attempts {total_attempts:g} is smaller than the {counts.total_attempts:g}"
+            " attempts recorded in the data"
         )
     if mode == "empirical":
         threshold = 1.0 if min_source_count is None else float(min_source_count)
