@@ -307,7 +307,7 @@ class LeastActionPotential:
         return out
 
 
-def fit_potential(kernel: Kernel, **options: object) -> PotentialFit:
+def fit_potential(kernel: Kernel, /, **options: object) -> PotentialFit:
     """Functional form of :class:`LeastActionPotential` (``fit_potential(k, kernel="softplus")``)."""
     progress = options.pop("progress", None)
     return LeastActionPotential(**options).fit(kernel, progress=progress)  # type: ignore[arg-type]
