@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from detbal.errors import DetbalError
 from detbal.store import CountRows
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 N0Mode = Literal["empirical", "uniform"]
 
@@ -117,13 +120,12 @@ class TransitionCounts:
             escapes=zeros if escapes is None else np.asarray(escapes, float),
         )
 
-    def with_counts(self, count: np.ndarray, attempts: np.ndarray | None = None) -> TransitionCounts:
-        """Same edges and states with new counts (bootstrap resamples)."""
-        return TransitionCounts(
-            states=self.states, src=self.src, dst=self.dst, count=np.asarray(count, float),
-            attempts=self.attempts if attempts is None else np.asarray(attempts, float),
-            self_loops=self.self_loops, escapes=self.escapes,
-        )
+    def count_matrix(self) -> "sparse.csr_matrix":
+        """N(g<-f) as a sparse matrix, rows = from f, columns = to g (no self-loops)."""
+        from scipy import sparse
+
+        n = self.n_states
+        return sparse.csr_matrix((self.count, (self.src, self.dst)), shape=(n, n))
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,13 @@ class Kernel:
         has = self.n0 > 0
         out[has] = np.clip(1.0 - row_sum[has] - loops[has], 0.0, 1.0)
         return out
+
+    def matrix(self) -> "sparse.csr_matrix":
+        """T(g<-f) as a sparse matrix, rows = from f, columns = to g."""
+        from scipy import sparse
+
+        n = self.n_states
+        return sparse.csr_matrix((self.T, (self.src, self.dst)), shape=(n, n))
 
     def pair_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Edge indices ``(e_fg, e_gf)`` of every pair observed in both directions, f < g."""
