@@ -1,0 +1,811 @@
+"""The paper's 49-parameter family of explicit potentials (METHOD.md section 5).
+
+V(state) is computed from the ``fam_*`` columns of a
+:class:`~detbal.evo.features.FeatureMatrix` (each state parsed once, by
+:func:`~detbal.evo.features.featurize`); docs/family49.md gives every formula.
+In short, with p the parameters:
+
+    E   = sum of weighted penalties and bonuses of the features      (docs/family49.md)
+    E   = min(max(E, 0), max_energy)
+    v   = -1 + 2 (1 - exp(min(-E / K, 700)))
+    v  -= pattern_affinity_adjustment   if affinity >= pattern_affinity_threshold
+                                        and a Nikuradse pattern or log_v_k_nu occurs
+    v   = nan_inf_default               if v is not finite
+    V   = overall_factor * min(max(v, min_potential), max_potential)
+    V   = empty_input_potential         for an empty string (unscaled, as published)
+
+:func:`family_potential` evaluates it for all states at once (numpy);
+:func:`family_potential_reference` is a separate plain per-string implementation
+(its own tokenizer, feature code and scalar energy) used to check the first.
+:func:`fit_family49` tunes the 49 parameters to minimise the action S[V] on a
+run's kernel with CMA-ES (DEAP) or, as a fallback, scipy's Powell method.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from detbal.analysis.counts import Kernel
+from detbal.errors import DetbalError
+from detbal.evo.features import FAMILY_COLUMNS, FeatureMatrix
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[..., object]
+
+#: the 49 named parameters and their published defaults (METHOD.md section 5)
+DEFAULTS: dict[str, float] = {
+    "empty_input_potential": -1.0,
+    "paren_penalty": 2.0,
+    "extra_char_penalty": 0.3,
+    "extra_char_threshold": 1.0,
+    "length_penalty_divisor": 4.0,
+    "max_depth_penalty": 0.5,
+    "max_depth_threshold": 1.0,
+    "func_penalty": 0.28,
+    "div_pow_penalty": 0.5,
+    "abs_penalty": 0.75,
+    "trig_penalty": 0.75,
+    "nested_expr_penalty": 1.0,
+    "div_zero_risk_penalty": 0.9,
+    "pow_risk_penalty": 0.5,
+    "sqrt_risk_penalty": 0.2,
+    "no_params_penalty": 1.0,
+    "few_params_penalty": 0.5,
+    "few_params_threshold": 3.0,
+    "optimal_params_min": 3.0,
+    "optimal_params_max": 6.0,
+    "optimal_params_bonus": 0.6,
+    "excess_params_penalty": 1.0,
+    "excess_params_threshold": 6.0,
+    "freq_var_weight": 0.05,
+    "freq_var_cap": 8.0,
+    "entropy_bonus": 0.6,
+    "log_v_bonus": 1.1,
+    "log_bonus": 0.6,
+    "pattern_affinity_bonus": 1.0,
+    "pattern_count_divisor": 6.0,
+    "linear_logv_weight": 0.8,
+    "centered_linear_weight": 0.65,
+    "nonlinear_weight": 0.7,
+    "exp_weight": 0.35,
+    "proximity_cap": 1.8,
+    "proximity_bonus": 0.9,
+    "simple_bonus": 1.0,
+    "simple_length_threshold": 50.0,
+    "simple_func_threshold": 2.0,
+    "short_bonus": 0.5,
+    "short_length_threshold": 25.0,
+    "max_energy": 3.0,
+    "K": 1.0,
+    "pattern_affinity_threshold": 0.85,
+    "pattern_affinity_adjustment": 0.05,
+    "min_potential": -1.0,
+    "max_potential": 1.0,
+    "nan_inf_default": 0.0,
+    "overall_factor": 2.0,
+}
+PARAM_NAMES: tuple[str, ...] = tuple(DEFAULTS)
+N_PARAMS = len(PARAM_NAMES)
+assert N_PARAMS == 49
+#: parameters that divide: they must stay > 0
+POSITIVE: tuple[str, ...] = ("length_penalty_divisor", "pattern_count_divisor", "K")
+_MIN_POSITIVE = 1e-3
+_EXP_CLAMP = 700.0
+
+
+def _default_bounds() -> dict[str, tuple[float, float]]:
+    out = {}
+    for name, d in DEFAULTS.items():
+        half = 5.0 * max(abs(d), 1.0)
+        lo, hi = d - half, d + half
+        if name in POSITIVE:
+            lo = _MIN_POSITIVE
+        out[name] = (lo, hi)
+    return out
+
+
+#: box the fit searches in: default +- 5 max(|default|, 1); divisors and K >= 1e-3
+BOUNDS: dict[str, tuple[float, float]] = _default_bounds()
+
+
+def param_array(params: np.ndarray | Mapping[str, float] | None = None) -> np.ndarray:
+    """The 49 parameters as an array in ``PARAM_NAMES`` order (defaults fill a mapping's gaps).
+
+    Raises ValueError for unknown names, a wrong length, non-finite values, or a
+    divisor (``POSITIVE``) that is not > 0.
+    """
+    if params is None:
+        arr = np.array([DEFAULTS[n] for n in PARAM_NAMES], dtype=np.float64)
+    elif isinstance(params, Mapping):
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown family parameters: {', '.join(unknown)}")
+        arr = np.array([float(params.get(n, DEFAULTS[n])) for n in PARAM_NAMES], dtype=np.float64)
+    else:
+        arr = np.asarray(params, dtype=np.float64).reshape(-1)
+        if arr.shape != (N_PARAMS,):
+            raise ValueError(f"expected {N_PARAMS} parameters, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("family parameters must be finite")
+    for name in POSITIVE:
+        if arr[PARAM_NAMES.index(name)] <= 0:
+            raise ValueError(f"family parameter {name} must be > 0")
+    return arr
+
+
+def param_dict(params: np.ndarray | Mapping[str, float] | None = None) -> dict[str, float]:
+    """The 49 parameters as ``{name: value}``."""
+    return {n: float(v) for n, v in zip(PARAM_NAMES, param_array(params))}
+
+
+# -- vectorised ----------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class FamilyInputs:
+    """The ``fam_*`` columns of a feature matrix, one contiguous array each."""
+
+    cols: dict[str, np.ndarray]
+    mode: str
+    n_states: int
+
+    @classmethod
+    def from_features(cls, F: FeatureMatrix) -> FamilyInputs:
+        if F.kind != "ansatz":
+            raise DetbalError(f"the 49-parameter family needs ansatz features, not {F.kind}")
+        cols = {c[4:]: np.ascontiguousarray(F.column(c), dtype=np.float64) for c in FAMILY_COLUMNS}
+        # derived masks, computed once
+        cols["empty_mask"] = cols["empty"] > 0
+        cols["div_pow"] = cols["n_div"] + cols["n_pow"]
+        cols["div_risk"] = (cols["n_div"] > 0).astype(np.float64)
+        cols["pow_risk"] = (cols["n_pow"] > 0).astype(np.float64)
+        nonlin = cols["logistic"] + cols["tanh"] + cols["softplus"]
+        cols["nonlinear"] = nonlin
+        cols["pattern_count"] = (
+            cols["has_log_v"] + cols["linear_logv"] + cols["centered_linear"] + nonlin
+        )
+        cols["log1p_length"] = np.log1p(cols["length"])
+        cols["prox_ok"] = (cols["has_log_v"] > 0) & (cols["n_params"] > 0)
+        cols["key_pattern"] = (nonlin > 0) | (cols["has_log_v"] > 0)
+        cols["has_v_mask"] = cols["has_log_v"] > 0
+        cols["has_log_mask"] = cols["n_log"] > 0
+        cols["simple_ok"] = (cols["simple_chars"] > 0) & (cols["n_pow"] == 0)
+        return cls(cols=cols, mode=F.mode, n_states=F.n_states)
+
+
+def _energy_terms(c: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
+    """Clipped energy E for every state (the order of terms matches the reference)."""
+    E = p["paren_penalty"] * c["bad_paren"]
+    E = E + np.maximum(0.0, c["extra_chars"] - p["extra_char_threshold"]) * p["extra_char_penalty"]
+    E = E + c["log1p_length"] / p["length_penalty_divisor"]
+    E = E + np.maximum(0.0, c["max_depth"] - p["max_depth_threshold"]) * p["max_depth_penalty"]
+    E = E + c["n_funcs"] * p["func_penalty"]
+    E = E + c["div_pow"] * p["div_pow_penalty"]
+    E = E + c["n_abs"] * p["abs_penalty"]
+    E = E + c["n_trig"] * p["trig_penalty"]
+    E = E + c["nested_expr"] * p["nested_expr_penalty"]
+    E = E + c["div_risk"] * p["div_zero_risk_penalty"]
+    E = E + c["pow_risk"] * p["pow_risk_penalty"]
+    E = E + c["sqrt_risk"] * p["sqrt_risk_penalty"]
+    n = c["n_params"]
+    few_t = p["few_params_threshold"]
+    params_term = np.where(
+        n == 0, p["no_params_penalty"],
+        np.where(
+            n < few_t, p["few_params_penalty"] * (few_t - n),
+            np.where(
+                (p["optimal_params_min"] <= n) & (n <= p["optimal_params_max"]),
+                -p["optimal_params_bonus"],
+                p["excess_params_penalty"] * np.maximum(0.0, n - p["excess_params_threshold"]),
+            ),
+        ),
+    )
+    E = E + params_term
+    E = E + p["freq_var_weight"] * np.minimum(c["freq_var"], p["freq_var_cap"])
+    E = E - p["entropy_bonus"] * c["entropy_norm"]
+    E = E - np.where(c["has_v_mask"], p["log_v_bonus"], np.where(c["has_log_mask"], p["log_bonus"], 0.0))
+    affinity = c["pattern_count"] / p["pattern_count_divisor"]
+    E = E - p["pattern_affinity_bonus"] * affinity
+    prox = (
+        p["linear_logv_weight"] * c["linear_logv"]
+        + p["centered_linear_weight"] * c["centered_linear"]
+        + p["nonlinear_weight"] * c["nonlinear"]
+        + p["exp_weight"] * c["n_exp"]
+    )
+    prox = np.where(c["prox_ok"], np.minimum(p["proximity_cap"], prox), 0.0)
+    E = E - p["proximity_bonus"] * prox
+    length = c["length"]
+    simple = c["simple_ok"] & (c["n_funcs"] <= p["simple_func_threshold"]) & (length < p["simple_length_threshold"])
+    short = ~simple & (length < p["short_length_threshold"])
+    E = E - np.where(simple, p["simple_bonus"], np.where(short, p["short_bonus"], 0.0))
+    return np.minimum(np.maximum(E, 0.0), p["max_energy"]), affinity
+
+
+def family_potential(
+    F: FeatureMatrix | FamilyInputs,
+    params: np.ndarray | Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """V for every state of ``F`` (vectorised; see the module docstring)."""
+    c = F.cols if isinstance(F, FamilyInputs) else FamilyInputs.from_features(F).cols
+    p = dict(zip(PARAM_NAMES, param_array(params).tolist()))
+    E, affinity = _energy_terms(c, p)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = np.minimum(-E / p["K"], _EXP_CLAMP)
+        val = -1.0 + 2.0 * (1.0 - np.exp(z))
+        adjust = (affinity >= p["pattern_affinity_threshold"]) & c["key_pattern"]
+        val = val - np.where(adjust, p["pattern_affinity_adjustment"], 0.0)
+        val = np.where(np.isfinite(val), val, p["nan_inf_default"])
+    val = np.maximum(p["min_potential"], np.minimum(p["max_potential"], val))
+    V = val * p["overall_factor"]
+    return np.where(c["empty_mask"], p["empty_input_potential"], V)
+
+
+# -- plain per-string reference --------------------------------------------------------
+
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_DIGITS = "0123456789"
+_REF_FUNCS = ("sin", "cos", "tan", "arcsin", "arccos", "arctan", "tanh",
+              "log", "log10", "exp", "square", "sqrt", "abs")
+_REF_TRIG = ("sin", "cos", "tan", "arcsin", "arccos", "arctan")
+_PAPER_ORDER = ("sin", "cos", "tan", "arcsin", "arccos", "arctan", "tanh", "log10", "log", "exp",
+                "square", "sqrt", "abs", "**", "*", "/", "+", "-", "(", ")", "<ws>", "<param1-9>",
+                "log_v_k_nu", "1", "2", "pi")
+_PAPER_KEEP = set(_REF_FUNCS) | {"*", "**", "/", "+", "-", "1", "2", "pi", "log_v_k_nu", "(", ")", " "} | {
+    "param" + d for d in "123456789"}
+_PAPER_FUNC_WORDS = ("exp", "log", "ln", "log10", "sqrt", "tanh", "sin", "cos", "tan", "abs",
+                     "pow", "ceil", "floor", "log_v_k_nu")
+
+
+def _ref_paper_tokens(s: str) -> list[str]:
+    """Published tokenizer, by hand: first alternative that matches wins, else skip a char."""
+    out = []
+    i = 0
+    while i < len(s):
+        tok = ""
+        for alt in _PAPER_ORDER:
+            if alt == "<ws>":
+                j = i
+                while j < len(s) and s[j].isspace():
+                    j += 1
+                tok = s[i:j]
+            elif alt == "<param1-9>":
+                if s[i:i + 5] == "param" and i + 5 < len(s) and s[i + 5] in "123456789":
+                    tok = s[i:i + 6]
+            elif s[i:i + len(alt)] == alt:
+                tok = alt
+            if tok:
+                break
+        if tok:
+            if tok in _PAPER_KEEP:
+                out.append(tok)
+            i += len(tok)
+        else:
+            i += 1
+    return out
+
+
+def _ref_fixed_tokens(s: str) -> list[tuple[str, str]]:
+    """Longest-match lexer, by hand: (kind, text) without whitespace."""
+    out = []
+    i = 0
+    n = len(s)
+    while i < n:
+        ch = s[i]
+        if ch.isspace():
+            i += 1
+        elif ch in _LOWER or ch == "_":
+            j = i
+            while j < n and (s[j] in _LOWER or s[j] in _DIGITS or s[j] == "_"):
+                j += 1
+            word = s[i:j]
+            if word in _REF_FUNCS:
+                kind = "func"
+            elif word == "log_v_k_nu":
+                kind = "var"
+            elif word.startswith("param") and len(word) > 5 and all(d in _DIGITS for d in word[5:]):
+                kind = "param"
+            elif word == "pi":
+                kind = "const"
+            else:
+                kind = "name"
+            out.append((kind, word))
+            i = j
+        elif ch in _DIGITS or (ch == "." and i + 1 < n and s[i + 1] in _DIGITS):
+            j = i
+            while j < n and s[j] in _DIGITS:
+                j += 1
+            if j < n and s[j] == ".":
+                j += 1
+                while j < n and s[j] in _DIGITS:
+                    j += 1
+            out.append(("num", s[i:j]))
+            i = j
+        elif s[i:i + 2] == "**":
+            out.append(("pow", "**"))
+            i += 2
+        elif ch == "^":
+            out.append(("pow", "^"))
+            i += 1
+        elif ch in "+-*/(),":
+            out.append(("op", ch))
+            i += 1
+        else:
+            out.append(("other", ch))
+            i += 1
+    return out
+
+
+def _ref_parens(s: str) -> tuple[bool, int]:
+    level = 0
+    top = 0
+    broken = False
+    for ch in s:
+        if ch == "(":
+            level += 1
+            if level > top:
+                top = level
+        elif ch == ")":
+            level -= 1
+            if level < 0:
+                broken = True
+                level = 0
+    return broken or level != 0, top
+
+
+def _ref_char_counts(s: str) -> tuple[int, bool]:
+    """(characters outside the allowed set, all characters in the 'simple' set)."""
+    low = s.lower()
+    allowed = _LOWER + _DIGITS + "_+-*/^.(),"
+    simple_set = _LOWER + _DIGITS + "_+-*/.(),"
+    extra = sum(1 for ch in low if ch not in allowed and not ch.isspace())
+    simple = len(low) > 0 and all(ch in simple_set or ch.isspace() for ch in low)
+    return extra, simple
+
+
+def _ref_param_stats(names: list[str]) -> tuple[int, float, float]:
+    distinct = sorted(set(names))
+    k = len(distinct)
+    if k == 0:
+        return 0, 0.0, 0.0
+    counts = [names.count(d) for d in distinct]
+    total = sum(counts)
+    mean = total / k
+    var = sum((c - mean) ** 2 for c in counts) / k
+    if k < 2:
+        return k, var, 0.0
+    h = 0.0
+    for c in counts:
+        h -= (c / total) * math.log(c / total + 1e-12)
+    return k, var, h / (math.log(k) + 1e-12)
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _ref_match(s: str, start: int, parts: tuple[str, ...]) -> bool:
+    """Does ``parts`` occur at ``start`` with optional whitespace between parts?
+
+    A part ``<param>`` is ``param`` + digits; ``<b>`` asserts a word boundary.
+    """
+    i = start
+    first = True
+    for part in parts:
+        if part == "<b>":
+            before = i > 0 and _is_word_char(s[i - 1])
+            after = i < len(s) and _is_word_char(s[i])
+            if before == after:
+                return False
+            continue
+        if not first:
+            while i < len(s) and s[i].isspace():
+                i += 1
+        first = False
+        if part == "<param>":
+            if s[i:i + 5] != "param" or i + 5 >= len(s) or not s[i + 5].isdecimal():
+                return False
+            i += 5
+            while i < len(s) and s[i].isdecimal():
+                i += 1
+        elif s[i:i + len(part)] == part:
+            i += len(part)
+        else:
+            return False
+    return True
+
+
+def _ref_search(s: str, parts: tuple[str, ...]) -> bool:
+    return any(_ref_match(s, i, parts) for i in range(len(s)))
+
+
+def _ref_words(s: str) -> list[str]:
+    words = []
+    cur = ""
+    for ch in s:
+        if _is_word_char(ch):
+            cur += ch
+        else:
+            if cur:
+                words.append(cur)
+            cur = ""
+    if cur:
+        words.append(cur)
+    return words
+
+
+def _ref_features_paper(expr: str) -> dict[str, float] | None:
+    s = "".join(_ref_paper_tokens(expr)).strip()
+    if not s:
+        return None
+    low = s.lower()
+    broken, top = _ref_parens(s)
+    extra, simple = _ref_char_counts(s)
+    words = _ref_words(low)
+    params = [w for w in words if w.startswith("param") and len(w) > 5 and w[5:].isdecimal()]
+    k, var, ent = _ref_param_stats(params)
+    n_sqrt = low.count("sqrt")
+    return {
+        "length": len(s), "bad_paren": broken, "max_depth": top, "extra_chars": extra,
+        "simple_chars": simple,
+        "n_funcs": sum(1 for w in words if w in _PAPER_FUNC_WORDS),
+        "n_exp": low.count("exp"),
+        "n_log": low.count("log") + low.count("ln") + low.count("log10"),
+        "n_sqrt": n_sqrt, "n_abs": low.count("abs"),
+        "n_trig": low.count("sin") + low.count("cos") + low.count("tan"),
+        "n_div": low.count("/"), "n_pow": low.count("**") + low.count("^"),
+        "n_params": k, "freq_var": var, "entropy_norm": ent,
+        "has_log_v": "log_v_k_nu" in low,
+        "linear_logv": _ref_search(low, ("<b>", "<param>", "*", "log_v_k_nu", "<b>")),
+        "centered_linear": _ref_search(
+            low, ("<b>", "<param>", "*", "(", "log_v_k_nu", "-", "<param>", ")")),
+        "logistic": _ref_search(low, ("1", "/", "(", "1", "+", "exp")),
+        "tanh": _ref_search(low, ("<b>", "tanh", "(")),
+        "softplus": _ref_search(low, ("log", "(", "1", "+", "exp")),
+        "nested_expr": _ref_search(low, ("exp", "(")) or _ref_search(low, ("log", "(")),
+        "sqrt_risk": n_sqrt > 0 and not _ref_search(low, ("sqrt", "(", "abs")),
+    }
+
+
+def _ref_features_fixed(expr: str) -> dict[str, float] | None:
+    s = expr.strip()
+    if not s:
+        return None
+    toks = _ref_fixed_tokens(s.lower())
+    texts = [t for _, t in toks]
+    funcs = [t for kind, t in toks if kind == "func"]
+    params = [t for kind, t in toks if kind == "param"]
+    k, var, ent = _ref_param_stats(params)
+    broken, top = _ref_parens(s)
+    extra, simple = _ref_char_counts(s)
+
+    def found(pattern: tuple[str, ...]) -> bool:
+        for i in range(len(toks) - len(pattern) + 1):
+            ok = True
+            for j, want in enumerate(pattern):
+                kind, text = toks[i + j]
+                if (want == "<param>" and kind != "param") or (want != "<param>" and text != want):
+                    ok = False
+                    break
+            if ok:
+                return True
+        return False
+
+    unguarded = False
+    for i, t in enumerate(texts):
+        if t == "sqrt" and texts[i + 1:i + 3] != ["(", "abs"]:
+            unguarded = True
+    return {
+        "length": len(s), "bad_paren": broken, "max_depth": top, "extra_chars": extra,
+        "simple_chars": simple,
+        "n_funcs": len(funcs),
+        "n_exp": funcs.count("exp"),
+        "n_log": funcs.count("log") + funcs.count("log10"),
+        "n_sqrt": funcs.count("sqrt"), "n_abs": funcs.count("abs"),
+        "n_trig": sum(1 for f in funcs if f in _REF_TRIG),
+        "n_div": texts.count("/"), "n_pow": sum(1 for kind, _ in toks if kind == "pow"),
+        "n_params": k, "freq_var": var, "entropy_norm": ent,
+        "has_log_v": "log_v_k_nu" in texts,
+        "linear_logv": found(("<param>", "*", "log_v_k_nu")),
+        "centered_linear": found(("<param>", "*", "(", "log_v_k_nu", "-", "<param>", ")")),
+        "logistic": found(("1", "/", "(", "1", "+", "exp")),
+        "tanh": found(("tanh", "(")),
+        "softplus": found(("log", "(", "1", "+", "exp")),
+        "nested_expr": found(("exp", "(")) or found(("log", "(")),
+        "sqrt_risk": unguarded,
+    }
+
+
+def family_potential_reference(
+    expr: str,
+    params: np.ndarray | Mapping[str, float] | None = None,
+    mode: str = "fixed",
+) -> float:
+    """V of one string, computed plainly from scratch (tokens, features, energy)."""
+    if mode not in ("fixed", "paper"):
+        raise ValueError(f"unknown tokenizer mode {mode!r}: use fixed or paper")
+    p = param_dict(params)
+    f = _ref_features_paper(expr) if mode == "paper" else _ref_features_fixed(expr)
+    if f is None:
+        return p["empty_input_potential"]
+    energy = 0.0
+    if f["bad_paren"]:
+        energy += p["paren_penalty"]
+    energy += max(0.0, f["extra_chars"] - p["extra_char_threshold"]) * p["extra_char_penalty"]
+    energy += math.log1p(f["length"]) / p["length_penalty_divisor"]
+    energy += max(0.0, f["max_depth"] - p["max_depth_threshold"]) * p["max_depth_penalty"]
+    energy += f["n_funcs"] * p["func_penalty"]
+    energy += (f["n_div"] + f["n_pow"]) * p["div_pow_penalty"]
+    energy += f["n_abs"] * p["abs_penalty"]
+    energy += f["n_trig"] * p["trig_penalty"]
+    if f["nested_expr"]:
+        energy += p["nested_expr_penalty"]
+    if f["n_div"] > 0:
+        energy += p["div_zero_risk_penalty"]
+    if f["n_pow"] > 0:
+        energy += p["pow_risk_penalty"]
+    if f["sqrt_risk"]:
+        energy += p["sqrt_risk_penalty"]
+    k = f["n_params"]
+    if k == 0:
+        energy += p["no_params_penalty"]
+    elif k < p["few_params_threshold"]:
+        energy += p["few_params_penalty"] * (p["few_params_threshold"] - k)
+    elif p["optimal_params_min"] <= k <= p["optimal_params_max"]:
+        energy -= p["optimal_params_bonus"]
+    else:
+        energy += p["excess_params_penalty"] * max(0.0, k - p["excess_params_threshold"])
+    energy += p["freq_var_weight"] * min(f["freq_var"], p["freq_var_cap"])
+    energy -= p["entropy_bonus"] * f["entropy_norm"]
+    if f["has_log_v"]:
+        energy -= p["log_v_bonus"]
+    elif f["n_log"] > 0:
+        energy -= p["log_bonus"]
+    nonlinear = int(f["logistic"]) + int(f["tanh"]) + int(f["softplus"])
+    n_patterns = int(f["has_log_v"]) + int(f["linear_logv"]) + int(f["centered_linear"]) + nonlinear
+    affinity = n_patterns / p["pattern_count_divisor"]
+    energy -= p["pattern_affinity_bonus"] * affinity
+    if f["has_log_v"] and k > 0:
+        score = (p["linear_logv_weight"] * int(f["linear_logv"])
+                 + p["centered_linear_weight"] * int(f["centered_linear"])
+                 + p["nonlinear_weight"] * nonlinear
+                 + p["exp_weight"] * f["n_exp"])
+        energy -= p["proximity_bonus"] * min(p["proximity_cap"], score)
+    simple = f["simple_chars"] and f["n_funcs"] <= p["simple_func_threshold"] and f["n_pow"] == 0
+    if simple and f["length"] < p["simple_length_threshold"]:
+        energy -= p["simple_bonus"]
+    elif f["length"] < p["short_length_threshold"]:
+        energy -= p["short_bonus"]
+    energy = min(max(energy, 0.0), p["max_energy"])
+    z = min(-energy / p["K"], _EXP_CLAMP)
+    val = -1.0 + 2.0 * (1.0 - math.exp(z))
+    if affinity >= p["pattern_affinity_threshold"] and (nonlinear > 0 or f["has_log_v"]):
+        val -= p["pattern_affinity_adjustment"]
+    if not math.isfinite(val):
+        val = p["nan_inf_default"]
+    val = max(p["min_potential"], min(p["max_potential"], val))
+    return val * p["overall_factor"]
+
+
+# -- fitting the 49 parameters to the action ---------------------------------------------
+
+class Family49Objective:
+    """S[V_theta] on a kernel's edges, with V_theta = family_potential(F, theta).
+
+    States of the kernel are mapped to rows of ``F`` once; each call costs one
+    vectorised family evaluation and one numba action pass:
+    S = (1 / n_sources) sum_e T_e K(V(src_e) - V(dst_e)).
+    """
+
+    def __init__(
+        self,
+        F: FeatureMatrix,
+        kernel: Kernel,
+        *,
+        kernel_name: str = "exp",
+        beta: float = 1.0,
+    ) -> None:
+        from detbal.analysis.action import action_and_gradient, k_zero
+
+        if len(kernel.src) == 0:
+            raise DetbalError("the kernel has no edges to fit the family to")
+        rows = F.rows(kernel.states)
+        self.inputs = FamilyInputs.from_features(F.take(rows))
+        self.mode = F.mode
+        self.src = np.ascontiguousarray(kernel.src)
+        self.dst = np.ascontiguousarray(kernel.dst)
+        self.weight = np.ascontiguousarray(kernel.T, dtype=np.float64)
+        self.normalisation = float(max(kernel.n_sources, 1))
+        self.kernel_name = kernel_name
+        self.beta = float(beta)
+        self.k0 = k_zero(kernel_name)
+        self._action = action_and_gradient
+        self._grad = np.empty(kernel.n_states)
+        self.n_evals = 0
+
+    def potential(self, params: np.ndarray | Mapping[str, float] | None = None) -> np.ndarray:
+        """V for every kernel state."""
+        return family_potential(self.inputs, params)
+
+    def action_of(self, V: np.ndarray) -> float:
+        S, _ = self._action(
+            V, self.src, self.dst, self.weight, kernel=self.kernel_name, beta=self.beta,
+            normalisation=self.normalisation, grad_out=self._grad,
+        )
+        return S
+
+    def __call__(self, params: np.ndarray | Mapping[str, float] | None = None) -> float:
+        self.n_evals += 1
+        S = self.action_of(self.potential(params))
+        return S if math.isfinite(S) else 1e300
+
+
+@dataclass(frozen=True, eq=False)
+class Family49Fit:
+    """Result of :func:`fit_family49`; ``V``/``V_default`` follow ``states``."""
+
+    params: dict[str, float]
+    action: float
+    action_default: float
+    k0: float
+    kernel_name: str
+    beta: float
+    method: str
+    seed: int
+    mode: str
+    n_evals: int
+    history: tuple[float, ...]
+    states: tuple[str, ...]
+    V: np.ndarray
+    V_default: np.ndarray
+    direction: dict[str, float]
+    direction_default: dict[str, float]
+    n_edges: int
+    n_sources: int
+    elapsed_s: float
+
+    @property
+    def params_array(self) -> np.ndarray:
+        return param_array(self.params)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready summary (no per-state arrays)."""
+        return {
+            "family": "family49", "tokenizer_mode": self.mode, "method": self.method,
+            "seed": self.seed, "kernel": self.kernel_name, "beta": self.beta, "k0": self.k0,
+            "action_default": self.action_default, "action": self.action,
+            "n_evals": self.n_evals, "n_states": len(self.states), "n_edges": self.n_edges,
+            "n_sources": self.n_sources, "direction_default": self.direction_default,
+            "direction": self.direction, "params": self.params, "elapsed_s": self.elapsed_s,
+        }
+
+
+def _search_space(start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scale, lower, upper): theta = start + scale * x, clipped to BOUNDS."""
+    d = np.array([DEFAULTS[n] for n in PARAM_NAMES])
+    scale = np.maximum(np.abs(d), 0.5)
+    lo = np.array([BOUNDS[n][0] for n in PARAM_NAMES])
+    hi = np.array([BOUNDS[n][1] for n in PARAM_NAMES])
+    return scale, np.minimum(lo, start), np.maximum(hi, start)
+
+
+def fit_family49(
+    F: FeatureMatrix,
+    kernel: Kernel,
+    *,
+    method: Literal["cmaes", "scipy"] = "cmaes",
+    seed: int = 0,
+    kernel_name: str = "exp",
+    beta: float = 1.0,
+    max_evals: int = 3000,
+    sigma0: float = 0.3,
+    popsize: int | None = None,
+    start: np.ndarray | Mapping[str, float] | None = None,
+    progress: Progress | None = None,
+) -> Family49Fit:
+    """Tune the 49 parameters to minimise S[V] on ``kernel`` (METHOD.md sections 4-5).
+
+    Search in x with theta = start + s * x, s_i = max(|default_i|, 0.5), each theta
+    clipped to :data:`BOUNDS`.  ``cmaes``: DEAP's CMA-ES from x = 0 with step
+    ``sigma0`` and ``popsize`` children per generation (DEAP's default 4 + 3 ln 49
+    = 15), until ``max_evals``; its global numpy RNG is seeded with ``seed`` and
+    restored afterwards, so a seed gives the same result.  ``scipy``: Powell with
+    bounds (deterministic; ``seed`` unused).  The best candidate ever evaluated is
+    returned; it is never worse than ``start``.  ``progress(n, action=...)`` is
+    called after each generation (or every 50 evaluations for scipy).
+    """
+    t0 = time.perf_counter()
+    objective = Family49Objective(F, kernel, kernel_name=kernel_name, beta=beta)
+    theta0 = param_array(start)
+    scale, lo, hi = _search_space(theta0)
+
+    def to_theta(x: np.ndarray) -> np.ndarray:
+        return np.clip(theta0 + scale * np.asarray(x, dtype=np.float64), lo, hi)
+
+    S0 = objective(theta0)
+    best_theta, best_S = theta0.copy(), S0
+    history: list[float] = [S0]
+
+    if method == "cmaes":
+        from deap import base, cma
+
+        class _MinFitness(base.Fitness):
+            weights = (-1.0,)
+
+        class _Individual(np.ndarray):
+            fitness: base.Fitness
+
+        def make(a: np.ndarray) -> _Individual:
+            ind = np.array(a, dtype=np.float64).view(_Individual)
+            ind.fitness = _MinFitness()
+            return ind
+
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            kwargs = {} if popsize is None else {"lambda_": int(popsize)}
+            strategy = cma.Strategy(centroid=np.zeros(N_PARAMS), sigma=sigma0, **kwargs)
+            evals = 1
+            while evals < max_evals:
+                population = strategy.generate(make)
+                for ind in population:
+                    theta = to_theta(ind)
+                    S = objective(theta)
+                    ind.fitness.values = (S,)
+                    if S < best_S:
+                        best_S, best_theta = S, theta
+                evals += len(population)
+                strategy.update(population)
+                history.append(best_S)
+                if progress is not None:
+                    progress(len(population), action=f"{best_S:.5f}")
+        finally:
+            np.random.set_state(saved)
+    elif method == "scipy":
+        from scipy import optimize
+
+        calls = [0]
+
+        def fun(x: np.ndarray) -> float:
+            nonlocal best_S, best_theta
+            theta = to_theta(x)
+            S = objective(theta)
+            if S < best_S:
+                best_S, best_theta = S, theta
+            calls[0] += 1
+            if calls[0] % 50 == 0:
+                history.append(best_S)
+                if progress is not None:
+                    progress(50, action=f"{best_S:.5f}")
+            return S
+
+        bounds = list(zip((lo - theta0) / scale, (hi - theta0) / scale))
+        optimize.minimize(
+            fun, np.zeros(N_PARAMS), method="Powell", bounds=bounds,
+            options={"maxfev": max(1, max_evals - 1), "xtol": 1e-4, "ftol": 1e-10},
+        )
+        history.append(best_S)
+    else:
+        raise DetbalError(f"unknown fit method {method!r}: use cmaes or scipy")
+
+    from detbal.evo.transitions import direction_stats
+
+    V = objective.potential(best_theta)
+    V0 = objective.potential(theta0)
+    fit = Family49Fit(
+        params=param_dict(best_theta), action=float(best_S), action_default=float(S0),
+        k0=objective.k0, kernel_name=kernel_name, beta=float(beta), method=method,
+        seed=int(seed), mode=F.mode, n_evals=objective.n_evals, history=tuple(history),
+        states=kernel.states, V=V, V_default=V0,
+        direction=direction_stats(V, kernel), direction_default=direction_stats(V0, kernel),
+        n_edges=int(len(kernel.src)), n_sources=kernel.n_sources,
+        elapsed_s=time.perf_counter() - t0,
+    )
+    log.info("family49 %s fit: S %.5f -> %.5f in %d evaluations", method, S0, best_S, fit.n_evals)
+    return fit
