@@ -33,7 +33,7 @@ from typing import Any
 from detbal.agents.backends.base import (
     Backend,
     BackendError,
-    BackendExhausted,
+    BackendStop,
     Completion,
     Message,
     SamplingParams,
@@ -167,8 +167,8 @@ async def call_model(
     """One model call with time-out, retries and budget accounting.
 
     Raises :class:`BudgetExhausted` before a call the budget does not allow,
-    :class:`~detbal.agents.backends.base.BackendExhausted` when a replay backend
-    has no answer left (both mean: stop the run, store nothing), and
+    :class:`~detbal.agents.backends.base.BackendStop` when calling again cannot
+    help (replay ran dry, credentials refused; both mean: stop the run, store nothing), and
     :class:`CallFailed` when the call failed for good (store an ``api_error``).
     """
     policy = policy or CallPolicy()
@@ -187,7 +187,7 @@ async def call_model(
             completion = await asyncio.wait_for(coro, policy.timeout_s)
         except asyncio.TimeoutError:
             err = BackendError(f"no answer within {policy.timeout_s:g} s", retryable=True)
-        except BackendExhausted:
+        except BackendStop:
             raise
         except BackendError as exc:
             err = exc
@@ -285,8 +285,8 @@ async def drive(
             except BudgetExhausted as exc:
                 stop.request(exc.reason)
                 return
-            except BackendExhausted as exc:
-                stop.request(f"backend has no more answers ({exc})")
+            except BackendStop as exc:
+                stop.request(f"backend stopped: {exc}")
                 return
             except Exception as exc:
                 stop.request(f"error: {type(exc).__name__}: {exc}")
@@ -358,3 +358,74 @@ class RunTotals:
     @property
     def escape_rate(self) -> float:
         return self.escapes / self.attempts if self.attempts else 0.0
+
+
+# -- runs: continue the matching one or start a new one ---------------------------
+
+
+def open_run(
+    store: RunStore,
+    task: str,
+    backend: str,
+    model: str,
+    config: Mapping[str, Any],
+    *,
+    identity: Sequence[str],
+    run_id: int | None = None,
+    new: bool = False,
+) -> tuple[int, dict[str, Any], bool]:
+    """The run to continue, or a new one: ``(run_id, config, created)``.
+
+    A stored run matches when task, backend, model and every ``identity`` key of
+    its config equal ours; a key whose value is None here (e.g. a seed the user
+    did not give) matches anything and is taken from the stored run.  The most
+    recent match is continued.  ``run_id`` names the run explicitly (its identity
+    must match); ``new`` always starts a new run.  A new run gets a random seed
+    if ``config["seed"]`` is None.
+    """
+    config = dict(config)
+
+    def differences(stored: Mapping[str, Any]) -> list[str]:
+        out = []
+        for k in identity:
+            if config.get(k) is not None and stored.get(k) != config.get(k):
+                out.append(f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}")
+        return out
+
+    def adopt(rec_config: Mapping[str, Any]) -> dict[str, Any]:
+        merged = dict(config)
+        for k in identity:
+            if merged.get(k) is None:
+                merged[k] = rec_config.get(k)
+        return merged
+
+    if run_id is not None:
+        from detbal.errors import DetbalError
+
+        rec = store.get_run(run_id)
+        problems = ([f"task: stored {rec.task!r}, now {task!r}"] if rec.task != task else []) + (
+            [f"model: stored {rec.model!r}, now {model!r}"] if rec.model != model else []
+        ) + differences(rec.config)
+        if problems:
+            raise DetbalError(f"run {run_id} was made with other settings ({'; '.join(problems)})")
+        return run_id, adopt(rec.config), False
+    if not new:
+        for rec in reversed(store.runs()):
+            if (rec.task, rec.backend, rec.model) == (task, backend, model) and not differences(rec.config):
+                return rec.id, adopt(rec.config), False
+    if config.get("seed") is None:
+        config["seed"] = random.SystemRandom().randrange(2**31)
+    return store.create_run(task, model, backend, config), config, True
+
+
+def stored_usage(store: RunStore, run_id: int) -> tuple[int, int, int]:
+    """``(calls, prompt_tokens, completion_tokens)`` already spent by a run's stored attempts."""
+    import json
+
+    calls = prompt = completion = 0
+    for row in store.iter_attempts([run_id]):
+        params = json.loads(row["params"]) if row["params"] else {}
+        calls += int(params.get("calls", 1))
+        prompt += int(row["prompt_tokens"] or 0)
+        completion += int(row["completion_tokens"] or 0)
+    return calls, prompt, completion

@@ -49,11 +49,19 @@ class BackendError(Exception):
         self.retry_after = retry_after
 
 
-class BackendExhausted(BackendError):
-    """The backend has no more answers (replay); the run stops cleanly, nothing is stored."""
+class BackendStop(BackendError):
+    """The run must stop cleanly and store nothing for this call.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
+    Raised when calling again cannot help: the replay backend has no answer left,
+    the server refused the credentials or does not know the model.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, retryable=False, status=status)
+
+
+class BackendExhausted(BackendStop):
+    """The replay backend has no stored answer left for a state."""
 
 
 @runtime_checkable

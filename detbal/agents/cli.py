@@ -1,0 +1,436 @@
+"""Subcommands of the agents stage: ``run words|fit``, ``runs``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from detbal.errors import DetbalError
+
+BACKENDS = ("local", "openai", "replay")
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser(
+        "run", help="run an LLM-driven agent, storing every attempt",
+        description="Run an agent against a language model.  Every attempt (a new state or a"
+        " categorised escape) is committed to the run store as it finishes; the same command"
+        " again continues the run up to --attempts.",
+    )
+    tasks = run.add_subparsers(dest="task", metavar="TASK")
+    run.set_defaults(handler=lambda args, ui: _help(run))
+
+    words = tasks.add_parser(
+        "words", help="conditioned word generation (letter sums)",
+        description="States are words whose letter values (A=1..Z=26) sum to --target.",
+    )
+    _add_common(words)
+    g = words.add_argument_group("word task")
+    g.add_argument("--target", type=int, default=100, help="letter sum of a valid word (default 100)")
+    g.add_argument("--seed-word", default="BUZZY", help="first prompt word (default BUZZY)")
+    g.add_argument("--relaxed", action="store_true",
+                   help="any alphabetic word is a state (its letter sum is stored as a feature);"
+                   " the prompt still asks for the target sum")
+    g.add_argument("--prompt", metavar="FILE", help="prompt template (default: the packaged words.txt)")
+    g.add_argument("--vote", metavar="M:n",
+                   help="draw M answers per attempt; accept only an answer at least n agree on")
+    words.set_defaults(handler=_run_words, max_tokens_default=16)
+
+    fit = tasks.add_parser(
+        "fit", help="symbolic-fitting agent on Nikuradse data (island search)",
+        description="States are ansatz strings; each round asks the model for new ansatzes.",
+    )
+    _add_common(fit)
+    fit_module = _fit_module()
+    if fit_module is not None and hasattr(fit_module, "add_arguments"):
+        fit_module.add_arguments(fit.add_argument_group("fit task"))
+    fit.set_defaults(handler=_run_fit, max_tokens_default=512)
+
+    runs = sub.add_parser("runs", help="list the runs in a store with their totals")
+    runs.add_argument("store", help="run store (.sqlite)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    runs.set_defaults(handler=_runs)
+
+    demo = sub.add_parser(
+        "demo", help="word task on the embedded model, then the full analysis",
+        description="Runs the word task (relaxed mode) on the embedded SmolLM2-135M model for a"
+        " few hundred attempts, then analyses the store and writes a report.  Running it again"
+        " continues the same store.",
+    )
+    demo.add_argument("--out", default="detbal-demo", help="output directory (default detbal-demo)")
+    demo.add_argument("--attempts", type=int, default=600, help="attempts (default 600)")
+    demo.add_argument("--threads", type=int, default=1, help="threads per model instance (default 1)")
+    demo.add_argument("--instances", type=int, default=2, help="model instances (default 2)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--strict", action="store_true", help="strict letter sums (not relaxed)")
+    demo.set_defaults(handler=_demo)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="run store (SQLite, created if missing)")
+    p.add_argument("--attempts", type=int, required=True, help="run until this many attempts are stored")
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local (embedded SmolLM2, default), openai (any OpenAI-compatible server),"
+                   " replay (answers already in a store)")
+    g.add_argument("--model", help="model name (openai); default from --config or OPENAI_MODEL")
+    g.add_argument("--base-url", help="endpoint, e.g. http://127.0.0.1:8000/v1 (default OPENAI_BASE_URL)")
+    g.add_argument("--config", metavar="FILE", help="TOML/JSON with model, base_url, api_key_env, api_key")
+    g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key"
+                   " (default OPENAI_API_KEY)")
+    g.add_argument("--api-key", help=argparse.SUPPRESS)  # visible in `ps`; prefer the environment
+    g.add_argument("--model-path", metavar="GGUF", help="local: model file (default: packaged SmolLM2-135M)")
+    g.add_argument("--threads", type=int, default=1, help="local: threads per model instance (default 1)")
+    g.add_argument("--instances", type=int, default=1, help="local: model instances (default 1)")
+    g.add_argument("--replay-from", metavar="STORE", help="replay: store with the answers (default --store)")
+    g.add_argument("--replay-run", type=int, action="append", metavar="ID",
+                   help="replay: only these runs (repeatable; default every non-replay run of the task)")
+    g = p.add_argument_group("sampling (recorded with every attempt)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-tokens", type=int, default=None, help="per call (default 16 words, 512 fit)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed of the run's random choices (default: random, stored with the run)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--concurrency", type=int, default=4, help="attempts in flight (default 4)")
+    g.add_argument("--retries", type=int, default=5, help="retries per call (default 5)")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default 120)")
+    g.add_argument("--backoff", type=float, default=0.5, help="first retry delay in s (default 0.5)")
+    g.add_argument("--new-run", action="store_true", help="start a new run even if one matches")
+    g.add_argument("--run", type=int, metavar="ID", help="continue this run")
+    g = p.add_argument_group("budget (per run, over all sessions)")
+    g.add_argument("--budget-calls", type=int, help="stop after this many model calls")
+    g.add_argument("--budget-tokens", type=int, help="stop after this many tokens (prompt + completion)")
+    g.add_argument("--budget-cost", type=float, help="stop after this much money (needs prices)")
+    g.add_argument("--price-input", type=float, help="price per 1M prompt tokens (stored with the run)")
+    g.add_argument("--price-output", type=float, help="price per 1M completion tokens (stored with the run)")
+
+
+# -- building blocks --------------------------------------------------------------
+
+
+def _fit_module() -> Any:
+    try:
+        import detbal.agents.fit as fit_module
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("detbal.agents.fit"):
+            return None
+        raise
+    return fit_module
+
+
+def make_backend(args: argparse.Namespace, task: str) -> Any:
+    """The backend the flags ask for."""
+    if args.backend == "local":
+        from detbal.agents.backends.local import LocalBackend
+
+        return LocalBackend(args.model_path, n_threads=args.threads, n_instances=args.instances)
+    if args.backend == "openai":
+        from detbal.agents.backends.openai_compat import OpenAIBackend, OpenAISettings
+
+        settings = OpenAISettings.resolve(model=args.model, base_url=args.base_url,
+                                          api_key=args.api_key, api_key_env=args.api_key_env,
+                                          config=args.config)
+        return OpenAIBackend(settings, timeout_s=args.timeout)
+    from detbal.agents.backends.replay import ReplayBackend
+
+    source = Path(args.replay_from or args.store)
+    exclude: list[int] = []
+    if source.resolve() == Path(args.store).resolve() and source.exists():
+        from detbal.store import RunStore
+
+        with RunStore(source, create=False) as s:
+            exclude = [r.id for r in s.runs() if r.backend == "replay"]
+    backend = ReplayBackend(source, run_ids=args.replay_run, task=task, exclude_run_ids=exclude)
+    if backend.n_answers == 0:
+        raise DetbalError(f"{source}: no stored answers of task {task!r} to replay")
+    return backend
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if args.attempts < 0:
+        raise DetbalError("--attempts must be >= 0")
+    if args.concurrency < 1:
+        raise DetbalError("--concurrency must be >= 1")
+    if args.retries < 0 or args.timeout <= 0 or args.backoff < 0:
+        raise DetbalError("--retries, --timeout and --backoff must be positive")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise DetbalError("--max-tokens must be >= 1")
+    if args.budget_cost is not None and not (args.price_input or args.price_output):
+        raise DetbalError("--budget-cost needs --price-input/--price-output (per 1M tokens)")
+
+
+def _sampling(args: argparse.Namespace) -> Any:
+    from detbal.agents.backends.base import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p,
+                          max_tokens=args.max_tokens or args.max_tokens_default, seed=args.seed)
+
+
+def _resume_hint() -> str:
+    return shlex.join(["detbal", *sys.argv[1:]])
+
+
+def _prices(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[float, float]:
+    pin = args.price_input if args.price_input is not None else stored.get("price_input") or 0.0
+    pout = args.price_output if args.price_output is not None else stored.get("price_output") or 0.0
+    return float(pin), float(pout)
+
+
+# -- run words ---------------------------------------------------------------------
+
+WORD_IDENTITY = ("target", "seed_word", "relaxed", "vote", "seed", "temperature", "top_p",
+                 "max_tokens", "prompt_hash", "base_url")
+
+
+def _run_words(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.agents.words import PromptTemplate, WordsConfig, parse_vote
+
+    _check_common(args)
+    template = PromptTemplate.load(args.prompt)
+    sampling = _sampling(args)
+    config = WordsConfig(target=args.target, seed_word=args.seed_word, relaxed=args.relaxed,
+                         vote=parse_vote(args.vote), seed=0, sampling=sampling)
+    task_config = config.as_config() | {"seed": args.seed, "prompt_hash": template.sha256,
+                                        "prompt_file": template.source}
+    return run_task(args, ui, "words", task_config, WORD_IDENTITY,
+                    lambda cfg: _words_session(args, template, config, cfg))
+
+
+def _words_session(args: argparse.Namespace, template: Any, config: Any, cfg: dict[str, Any]) -> Any:
+    from dataclasses import replace
+
+    from detbal.agents.words import run_words
+
+    config = replace(config, seed=int(cfg["seed"]))
+
+    async def session(store: Any, run_id: int, backend: Any, policy: Any, budget: Any,
+                      progress: Any) -> Any:
+        result, agent = await run_words(
+            store, run_id, backend, config, attempts=args.attempts, template=template,
+            concurrency=args.concurrency, policy=policy, budget=budget, progress=progress)
+        return result, {"valid states": len(agent.found)}
+
+    return session
+
+
+def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str, Any],
+             identity: tuple[str, ...], make_session: Any) -> int:
+    """Shared driver of ``run words`` and ``run fit``: run lookup, budget, progress, summary."""
+    from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
+    from detbal.store import RunStore
+
+    backend = make_backend(args, task)
+    describe = getattr(backend, "describe", lambda: {})()
+    config = dict(task_config) | {f"backend_{k}": v for k, v in describe.items()}
+    config["base_url"] = describe.get("base_url")
+    if args.price_input is not None:
+        config["price_input"] = args.price_input
+    if args.price_output is not None:
+        config["price_output"] = args.price_output
+    with RunStore(args.store) as store:
+        run_id, config, created = open_run(
+            store, task, backend.name, backend.model, config, identity=identity,
+            run_id=args.run, new=args.new_run)
+        done = len(store.stored_seqs(run_id))
+        calls, ptok, ctok = stored_usage(store, run_id)
+        if backend.name == "replay" and not created:
+            _skip_replayed(store, run_id, backend)
+        pin, pout = _prices(args, config)
+        budget = Budget(args.budget_calls, args.budget_tokens, args.budget_cost,
+                        price_input=pin, price_output=pout, calls=calls,
+                        prompt_tokens=ptok, completion_tokens=ctok)
+        policy = CallPolicy(retries=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
+        ui.note(f"{'new' if created else 'continuing'} run {run_id} ({task}, {backend.name}"
+                f" {backend.model}, seed {config.get('seed')}): {done} of {args.attempts}"
+                " attempts stored")
+        session = make_session(config)
+        with ui.progress(total=args.attempts, desc=f"run {run_id}", unit="att") as progress:
+            if done:
+                progress(min(done, args.attempts))
+            try:
+                result, extra = asyncio.run(
+                    _with_close(backend, session(store, run_id, backend, policy, budget, progress)))
+            except KeyboardInterrupt:  # no signal handler (not the main thread)
+                ui.note(f"interrupted; to continue: {_resume_hint()}")
+                return 130
+        stored = len(store.stored_seqs(run_id))
+        summary = next(s for s in store.run_summaries() if s.run.id == run_id)
+    cost = f", cost {budget.cost:.4f}" if (pin or pout) else ""
+    escapes = ", ".join(f"{k} {v}" for k, v in summary.escape_counts.items()) or "none"
+    ui.echo(f"run {run_id}: {stored}/{args.attempts} attempts stored ({result.committed} this time,"
+            f" {result.elapsed_s:.1f} s); {summary.transitions} transitions, "
+            + ", ".join(f"{k} {v}" for k, v in extra.items())
+            + f"; escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
+    if result.interrupted:
+        ui.note(f"stopped by request; to continue: {_resume_hint()}")
+        return 130
+    if result.stopped:
+        ui.note(f"stopped: {result.stopped}; to continue (with a larger budget): {_resume_hint()}")
+        return 3 if result.stopped.startswith(("call budget", "token budget", "money budget")) else 1
+    return 0
+
+
+async def _with_close(backend: Any, coro: Any) -> Any:
+    try:
+        return await coro
+    finally:
+        await backend.aclose()
+
+
+def _skip_replayed(store: Any, run_id: int, backend: Any) -> None:
+    """A resumed replay run must not serve the answers it already used again."""
+    used: dict[str, int] = {}
+    for row in store.iter_attempts([run_id]):
+        if row["raw_answer"] is None:
+            continue
+        params = json.loads(row["params"]) if row["params"] else {}
+        n = len(json.loads(row["raw_answer"])) if params.get("vote") else 1
+        used[row["source"]] = used.get(row["source"], 0) + n
+    for key, n in used.items():
+        backend.skip(key, n)
+
+
+# -- run fit ------------------------------------------------------------------------
+
+
+def _run_fit(args: argparse.Namespace, ui: Any) -> int:
+    fit_module = _fit_module()
+    entry = getattr(fit_module, "run_fit", None) if fit_module is not None else None
+    if entry is None:
+        raise DetbalError("the fit task is not available in this build (detbal.agents.fit.run_fit)")
+    _check_common(args)
+    task_config = dict(fit_module.task_config(args)) | {"seed": args.seed}
+    identity = tuple(getattr(fit_module, "IDENTITY", ())) + ("seed", "temperature", "top_p",
+                                                              "max_tokens", "base_url")
+
+    def make_session(cfg: dict[str, Any]) -> Any:
+        async def session(store: Any, run_id: int, backend: Any, policy: Any, budget: Any,
+                          progress: Any) -> Any:
+            return await entry(store, run_id, backend, args=args, config=cfg,
+                               sampling=_sampling(args), policy=policy, budget=budget,
+                               progress=progress)
+
+        return session
+
+    return run_task(args, ui, "fit", task_config, identity, make_session)
+
+
+# -- runs -----------------------------------------------------------------------------
+
+
+def _runs(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.errors import InputError
+    from detbal.store import RunStore
+
+    if not Path(args.store).exists():
+        raise InputError(args.store, "no such run store")
+    with RunStore(args.store, create=False) as store:
+        summaries = store.run_summaries()
+    rows = []
+    for s in summaries:
+        cfg = s.run.config
+        pin, pout = float(cfg.get("price_input") or 0), float(cfg.get("price_output") or 0)
+        cost = (s.prompt_tokens * pin + s.completion_tokens * pout) / 1e6 if (pin or pout) else None
+        rows.append({
+            "run": s.run.id, "task": s.run.task, "backend": s.run.backend, "model": s.run.model,
+            "attempts": s.attempts, "transitions": s.transitions, "valid_states": s.valid_states,
+            "escapes": s.escapes, "escape_counts": s.escape_counts,
+            "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
+            "cost": cost, "created": s.run.created,
+        })
+    if args.json:
+        ui.echo(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        ui.echo(f"{args.store}: no runs")
+        return 0
+    head = ("run", "task", "backend", "model", "attempts", "valid", "escapes", "tokens", "cost")
+    table = [head]
+    for r in rows:
+        esc = f"{r['escapes']}"
+        if r["escape_counts"]:
+            esc += " (" + ", ".join(f"{k} {v}" for k, v in r["escape_counts"].items()) + ")"
+        table.append((str(r["run"]), r["task"], r["backend"], _short(r["model"], 28),
+                      str(r["attempts"]), str(r["valid_states"]), esc,
+                      f"{r['prompt_tokens']}+{r['completion_tokens']}",
+                      "-" if r["cost"] is None else f"{r['cost']:.4f}"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        ui.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "~"
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.agents.backends.base import SamplingParams
+    from detbal.agents.backends.local import LocalBackend
+    from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
+    from detbal.agents.words import PromptTemplate, WordsConfig, run_words
+    from detbal.store import RunStore
+
+    if args.attempts < 1:
+        raise DetbalError("--attempts must be >= 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = out / "words.sqlite"
+    backend = LocalBackend(n_threads=args.threads, n_instances=args.instances)
+    template = PromptTemplate.load()
+    config = WordsConfig(relaxed=not args.strict, seed=args.seed,
+                         sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=8))
+    run_config = config.as_config() | {"prompt_hash": template.sha256, "prompt_file": template.source,
+                                       "base_url": None} | {
+        f"backend_{k}": v for k, v in backend.describe().items()}
+    with RunStore(store_path) as store:
+        run_id, _, created = open_run(store, "words", backend.name, backend.model, run_config,
+                                      identity=WORD_IDENTITY)
+        calls, ptok, ctok = stored_usage(store, run_id)
+        budget = Budget(calls=calls, prompt_tokens=ptok, completion_tokens=ctok)
+        ui.note(f"demo: word task ({'relaxed' if config.relaxed else 'strict'}) on {backend.model},"
+                f" {args.attempts} attempts -> {store_path}")
+        with ui.progress(total=args.attempts, desc="words", unit="att") as progress:
+            done = len(store.stored_seqs(run_id))
+            if done:
+                progress(min(done, args.attempts))
+            result, agent = asyncio.run(_with_close(backend, run_words(
+                store, run_id, backend, config, attempts=args.attempts, template=template,
+                concurrency=2 * args.instances, policy=CallPolicy(), budget=budget,
+                progress=progress)))
+        totals = agent.totals
+    ui.echo(f"words: {totals.attempts} attempts, {len(agent.found)} states found, "
+            f"escape rate {totals.escape_rate:.0%} ({result.elapsed_s:.1f} s,"
+            f" {result.committed / max(result.elapsed_s, 1e-9):.1f} attempts/s this time)")
+    if result.stopped:
+        ui.note(f"stopped ({result.stopped}); to continue: {_resume_hint()}")
+        return 130 if result.interrupted else 1
+    try:
+        from detbal.analysis.pipeline import analyze
+    except ImportError:  # pragma: no cover - the analysis stage ships with the package
+        raise DetbalError("the analysis stage is missing (detbal.analysis.pipeline)") from None
+    analysis_dir = out / "analysis"
+    summary = analyze(store_path, analysis_dir, bootstrap=50, test_simulations=100,
+                      seed=args.seed, ui=ui)
+    try:
+        from detbal.analysis.cli import format_summary
+
+        ui.echo(format_summary(summary, analysis_dir))
+    except ImportError:  # pragma: no cover
+        pass
+    ui.echo(f"report: {analysis_dir / 'report.md'}")
+    return 0

@@ -1,0 +1,363 @@
+"""Conditioned word generation (METHOD.md section 1), run against a real model.
+
+A state is an upper-case word whose letter values (A=1 ... Z=26) sum to the target
+(default 100).  Each attempt ``seq`` draws the prompt word uniformly from the valid
+words found so far (starting from the seed word, default BUZZY), makes one call
+(or ``M`` calls with majority voting), strips and upper-cases the answer and
+stores the outcome: a new state, or an escape ``empty`` / ``not_a_word`` /
+``same_word`` / ``wrong_sum`` (sum in ``escape_detail``) / ``api_error`` /
+``no_majority``.  Escapes never become prompt words.
+
+*Relaxed mode* (for small models that cannot do the arithmetic): any alphabetic
+word is a state; the prompt still asks for the target sum, and the letter sum is
+stored as the state feature ``letter_sum``.
+
+Randomness is derived from ``(seed, seq)`` only: the prompt word of attempt
+``seq`` is ``found[Random(f"{seed}:{seq}").randrange(len(found))]`` over the
+found list as it stands (states in the order their first attempt was committed),
+and the model's sampling seed is a hash of ``(seed, seq, vote index)``.  A
+resumed run rebuilds the found list from the store and so continues the same
+generator; at concurrency 1 a resumed run makes exactly the choices an
+uninterrupted one would have made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from detbal.agents.backends.base import Backend, Completion, Message, SamplingParams
+from detbal.agents.runner import (
+    Budget,
+    CallFailed,
+    CallPolicy,
+    DriveResult,
+    Progress,
+    RunTotals,
+    StopSignal,
+    Tally,
+    call_model,
+    drive,
+)
+from detbal.errors import DetbalError, InputError
+from detbal.store import Attempt, RunStore, utc_now
+
+TASK = "words"
+_ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$")
+_STRIP = " \t\r\n\"'`*.,!?;:()[]{}<>"
+
+
+# -- the prompt ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Chat messages with ``{word}`` and ``{target}`` placeholders, from a text file.
+
+    File format: ``#`` lines are comments; ``[system]``, ``[user]`` or
+    ``[assistant]`` on a line of its own starts a message.  ``sha256`` is the hash
+    of the file's bytes, stored with every attempt as ``prompt_hash``.
+    """
+
+    messages: tuple[tuple[str, str], ...]
+    sha256: str
+    source: str
+
+    @classmethod
+    def parse(cls, raw: bytes, source: str = "<text>") -> PromptTemplate:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(source, "prompt template is not UTF-8 text") from None
+        messages: list[tuple[str, list[str]]] = []
+        for line in text.splitlines():
+            m = _ROLE_LINE.match(line)
+            if m:
+                messages.append((m.group(1), []))
+            elif line.startswith("#") and not messages:
+                continue
+            elif line.startswith("#"):
+                continue
+            elif messages:
+                messages[-1][1].append(line)
+            elif line.strip():
+                raise InputError(source, "prompt template text before the first [system]/[user] line")
+        out = tuple((role, "\n".join(lines).strip()) for role, lines in messages)
+        if not out or out[-1][0] != "user":
+            raise InputError(source, "prompt template must end with a [user] message")
+        if not any("{word}" in content for _, content in out):
+            raise InputError(source, "prompt template must contain the placeholder {word}")
+        return cls(messages=out, sha256=hashlib.sha256(raw).hexdigest(), source=source)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PromptTemplate:
+        """``path``, or the packaged default ``detbal/agents/prompts/words.txt``."""
+        if path is None:
+            raw = importlib.resources.files("detbal.agents").joinpath("prompts/words.txt").read_bytes()
+            return cls.parse(raw, "detbal/agents/prompts/words.txt")
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise InputError(p, f"cannot read prompt template ({exc.strerror})") from None
+        return cls.parse(raw, str(p))
+
+    def render(self, word: str, target: int) -> list[Message]:
+        return [
+            {"role": role, "content": content.replace("{word}", word).replace("{target}", str(target))}
+            for role, content in self.messages
+        ]
+
+
+# -- answers ---------------------------------------------------------------------
+
+
+def letter_sum(word: str) -> int:
+    """Sum of letter values, A=1 ... Z=26 (the word must be upper-case A-Z)."""
+    return sum(ord(c) - 64 for c in word)
+
+
+def normalise(answer: str) -> str:
+    """Strip white space and enclosing quotes/punctuation, upper-case."""
+    return answer.strip().strip(_STRIP).upper()
+
+
+def is_word(text: str) -> bool:
+    return text.isascii() and text.isalpha()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    target: str | None
+    escape: str | None
+    detail: str | None = None
+    features: dict[str, Any] | None = None
+
+
+def classify(answer: str, source: str, target_sum: int, relaxed: bool = False) -> Outcome:
+    """Turn one answer into a new state or a categorised escape."""
+    word = normalise(answer)
+    if not word:
+        return Outcome(None, "empty")
+    if not is_word(word):
+        return Outcome(None, "not_a_word", word[:80])
+    if word == source:
+        return Outcome(None, "same_word")
+    s = letter_sum(word)
+    if not relaxed and s != target_sum:
+        return Outcome(None, "wrong_sum", str(s))
+    return Outcome(word, None, None, {"letter_sum": s})
+
+
+def majority(answers: Sequence[str], n_agree: int) -> tuple[str | None, str]:
+    """The most common normalised answer if at least ``n_agree`` agree, and a tally."""
+    counts = Counter(normalise(a) for a in answers)
+    tally = json.dumps(dict(counts.most_common()), ensure_ascii=True)
+    if not counts:
+        return None, tally
+    top, n = counts.most_common(1)[0]
+    return (top if n >= n_agree else None), tally
+
+
+# -- the agent -------------------------------------------------------------------
+
+
+def call_seed(seed: int, seq: int, i: int = 0) -> int:
+    """The model's sampling seed for call ``i`` of attempt ``seq`` (31 bits)."""
+    h = hashlib.blake2b(f"{seed}:{seq}:{i}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class WordsConfig:
+    """Everything that defines a word run (stored in the run config)."""
+
+    target: int = 100
+    seed_word: str = "BUZZY"
+    relaxed: bool = False
+    vote: tuple[int, int] | None = None  # (M answers, n that must agree)
+    seed: int = 0
+    sampling: SamplingParams = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16)
+
+    def __post_init__(self) -> None:
+        word = normalise(self.seed_word)
+        if not is_word(word):
+            raise DetbalError(f"seed word {self.seed_word!r} is not alphabetic")
+        if not self.relaxed and letter_sum(word) != self.target:
+            raise DetbalError(
+                f"seed word {word} sums to {letter_sum(word)}, not {self.target} (use --relaxed?)"
+            )
+        if self.vote is not None:
+            m, n = self.vote
+            if not 1 <= n <= m:
+                raise DetbalError("--vote M:n needs 1 <= n <= M")
+
+    def as_config(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "seed_word": normalise(self.seed_word),
+            "relaxed": self.relaxed, "vote": f"{self.vote[0]}:{self.vote[1]}" if self.vote else None,
+            "seed": self.seed, "temperature": self.sampling.temperature,
+            "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_tokens,
+        }
+
+
+def parse_vote(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not m:
+        raise DetbalError(f"--vote wants M:n (e.g. 5:3), not {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+class WordAgent:
+    """Builds, runs and classifies word attempts; keeps the found list in commit order."""
+
+    def __init__(self, backend: Backend, template: PromptTemplate, config: WordsConfig,
+                 policy: CallPolicy, budget: Budget) -> None:
+        self.backend = backend
+        self.template = template
+        self.config = config
+        self.policy = policy
+        self.budget = budget
+        self.seed_word = normalise(config.seed_word)
+        self.found: list[str] = [self.seed_word]
+        self._found_set = {self.seed_word}
+        self.totals = RunTotals()
+        self._t0 = time.perf_counter()
+        self._calls0 = budget.calls
+
+    # -- state ------------------------------------------------------------------
+    def restore(self, store: RunStore, run_id: int) -> None:
+        """Rebuild the found list and totals from the attempts already committed."""
+        for row in store.iter_attempts([run_id]):
+            a = Attempt(source=row["source"], target=row["target"], escape=row["escape"],
+                        count=row["count"])
+            self.totals.add(a)
+            self._add_found(row["target"])
+
+    def _add_found(self, word: str | None) -> None:
+        if word is not None and word not in self._found_set:
+            self._found_set.add(word)
+            self.found.append(word)
+
+    def on_commit(self, seq: int, attempt: Attempt) -> None:
+        self.totals.add(attempt)
+        self._add_found(attempt.target)
+
+    def choose(self, seq: int) -> str:
+        """The prompt word of attempt ``seq``: uniform over the found list as it stands."""
+        return self.found[random.Random(f"{self.config.seed}:{seq}").randrange(len(self.found))]
+
+    def postfix(self) -> dict[str, Any]:
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        return {
+            "valid": len(self.found),
+            "esc": f"{self.totals.escape_rate:.0%}",
+            "tok": self.budget.tokens,
+            "calls/s": f"{(self.budget.calls - self._calls0) / dt:.1f}",
+        }
+
+    # -- one attempt ------------------------------------------------------------
+    async def attempt(self, seq: int) -> tuple[Attempt, Any]:
+        cfg = self.config
+        source = self.choose(seq)
+        rng_state = {"scheme": "seed+seq", "seed": cfg.seed, "found": len(self.found)}
+        messages = self.template.render(source, cfg.target)
+        m = cfg.vote[0] if cfg.vote else 1
+        tally = Tally()
+        started = utc_now()
+        t0 = time.perf_counter()
+        seeds = [call_seed(cfg.seed, seq, i) for i in range(m)]
+        jitter = random.Random(f"retry:{cfg.seed}:{seq}")
+
+        async def one(i: int) -> Completion | CallFailed:
+            try:
+                return await call_model(self.backend, messages, replace(cfg.sampling, seed=seeds[i]),
+                                        self.policy, self.budget, key=source, tally=tally, rng=jitter)
+            except CallFailed as exc:
+                return exc
+
+        if m == 1:
+            results: list[Completion | CallFailed] = [await one(0)]
+        else:
+            results = list(await asyncio.gather(*(one(i) for i in range(m))))
+        latency = time.perf_counter() - t0
+        answers = [r for r in results if isinstance(r, Completion)]
+        errors = [r for r in results if isinstance(r, CallFailed)]
+        params = cfg.sampling.as_dict() | {"seed": seeds[0], "run_seed": cfg.seed, "calls": tally.calls}
+        if cfg.vote:
+            params["vote"] = f"{cfg.vote[0]}:{cfg.vote[1]}"
+        common = dict(
+            source=source, params=params, prompt_hash=self.template.sha256, started=started,
+            finished=utc_now(), latency_s=latency,
+            prompt_tokens=_sum(a.prompt_tokens for a in answers),
+            completion_tokens=_sum(a.completion_tokens for a in answers),
+            finish_reason=answers[0].finish_reason if answers else None,
+        )
+        if not answers:
+            err = errors[0]
+            detail = f"{err} (after {err.tries} tries)"
+            return Attempt(escape="api_error", escape_detail=detail[:500], **common), rng_state
+        if m == 1:
+            raw = answers[0].text
+            out = classify(raw, source, cfg.target, cfg.relaxed)
+        else:
+            raw = json.dumps([a.text for a in answers], ensure_ascii=False)
+            winner, counts = majority([a.text for a in answers], cfg.vote[1])  # type: ignore[index]
+            if winner is None:
+                out = Outcome(None, "no_majority", counts)
+            else:
+                out = classify(winner, source, cfg.target, cfg.relaxed)
+        return Attempt(target=out.target, escape=out.escape, escape_detail=out.detail,
+                       raw_answer=raw, target_features=out.features, **common), rng_state
+
+
+def _sum(values: Any) -> int | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) if vals else None
+
+
+async def run_words(
+    store: RunStore,
+    run_id: int,
+    backend: Backend,
+    config: WordsConfig,
+    *,
+    attempts: int,
+    template: PromptTemplate | None = None,
+    concurrency: int = 1,
+    policy: CallPolicy | None = None,
+    budget: Budget | None = None,
+    progress: Progress | None = None,
+    stop: StopSignal | None = None,
+    handle_signals: bool = True,
+    on_start: Callable[[WordAgent], None] | None = None,
+) -> tuple[DriveResult, WordAgent]:
+    """Continue run ``run_id`` until seqs ``0 .. attempts-1`` are all stored.
+
+    Seqs already in the store are skipped; the found list and totals are rebuilt
+    from them.  Returns the loop's result and the agent (found list, totals).
+    """
+    template = template or PromptTemplate.load()
+    budget = budget or Budget()
+    agent = WordAgent(backend, template, config, policy or CallPolicy(), budget)
+    agent.restore(store, run_id)
+    done = store.stored_seqs(run_id)
+    todo = (s for s in range(attempts) if s not in done)
+    if on_start is not None:
+        on_start(agent)
+    result = await drive(store, run_id, todo, agent.attempt, concurrency=concurrency,
+                         on_commit=agent.on_commit, progress=progress, postfix=agent.postfix,
+                         stop=stop, handle_signals=handle_signals)
+    return result, agent
