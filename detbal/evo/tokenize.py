@@ -18,7 +18,10 @@ Two modes:
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TokenMode = Literal["fixed", "paper"]
 TOKEN_MODES: tuple[str, ...] = ("fixed", "paper")
@@ -118,3 +121,53 @@ def tokenize(expr: str, mode: TokenMode = "fixed") -> tuple[str, ...]:
     if mode == "paper":
         return tokenize_paper(expr)
     return tuple(text for _kind, text in lex_fixed(expr))
+
+
+# -- synthetic ansatz strings (tests and benchmarks) --------------------------------
+
+_NIKURADSE_SNIPPETS = (
+    "{p}*log_v_k_nu",
+    "{p}*(log_v_k_nu - {q})",
+    "1/(1 + exp({e}))",
+    "tanh({e})",
+    "log(1 + exp({e}))",
+    "sqrt(abs({e}))",
+)
+
+
+def random_ansatz(rng: "np.random.Generator", *, max_depth: int = 4, n_params: int = 6) -> str:
+    """A random expression from the ansatz grammar of METHOD.md section 1.
+
+    Leaves are ``param1..param{n_params}``, ``log_v_k_nu``, 1, 2, pi; inner nodes
+    are the 13 functions and + - * / **; with some probability a Nikuradse
+    pattern (param*x, param*(x - param), logistic, tanh, softplus, sqrt(abs)) is
+    spliced in.  Spacing around operators varies.
+    """
+    sp = " " if rng.random() < 0.5 else ""
+
+    def param() -> str:
+        return f"param{int(rng.integers(1, n_params + 1))}"
+
+    def node(depth: int) -> str:
+        r = rng.random()
+        if depth >= max_depth or r < 0.25:
+            leaf = rng.random()
+            if leaf < 0.5:
+                return param()
+            if leaf < 0.8:
+                return VARIABLE
+            return str(rng.choice(["1", "2", "pi"]))
+        if r < 0.4:
+            tpl = _NIKURADSE_SNIPPETS[int(rng.integers(len(_NIKURADSE_SNIPPETS)))]
+            return tpl.format(p=param(), q=param(), e=node(depth + 1))
+        if r < 0.6:
+            return f"{FUNCTIONS[int(rng.integers(len(FUNCTIONS)))]}({node(depth + 1)})"
+        op = str(rng.choice(["+", "-", "*", "/", "**"], p=[0.3, 0.2, 0.3, 0.12, 0.08]))
+        left, right = node(depth + 1), node(depth + 1)
+        if rng.random() < 0.4:
+            left = f"({left})"
+        if rng.random() < 0.4 or op in ("/", "**"):
+            right = f"({right})"
+        return f"{left}{sp}{op}{sp}{right}"
+
+    return node(0)
