@@ -148,6 +148,7 @@ def _minimise(
 
 
 def _state_flags(kernel: Kernel, comps: _Components, positive: np.ndarray, V: np.ndarray) -> list[str]:
+    """Flag per state; ``V`` is beta*V in the fit's gauge."""
     n = kernel.n_states
     s, d = kernel.src[positive], kernel.dst[positive]
     outdeg = np.bincount(s, minlength=n)
@@ -247,7 +248,8 @@ class LeastActionPotential:
         V = sol.V.copy()
         main_members = np.flatnonzero(sol.comps.label == main) if main >= 0 else np.zeros(0, int)
         positive = kernel.T > 0
-        flags = _state_flags(kernel, sol.comps, positive, np.nan_to_num(V))
+        # the measurable range bounds beta*V (log of the samples), not V itself
+        flags = _state_flags(kernel, sol.comps, positive, self.beta * np.nan_to_num(V))
         ok = np.array([f == "" for f in flags])
         if reference is None and main >= 0:
             # zero mean over the identifiable states of the main component
