@@ -151,11 +151,13 @@ def sample_fixed(
 ) -> TransitionCounts:
     """Every state makes the same number of attempts (vectorised; for large benchmarks)."""
     trials = np.full(chain.n_states, float(attempts_per_state))
-    counts = sample_edge_counts(chain.src, chain.p, trials, 0 if seed is None else seed)
+    rng = np.random.default_rng(seed)
+    # seed=None must give fresh edge counts too, not the fixed stream of seed 0
+    edge_seed = int(rng.integers(2**32)) if seed is None else seed
+    counts = sample_edge_counts(chain.src, chain.p, trials, edge_seed)
     moved = np.bincount(chain.src, weights=counts, minlength=chain.n_states)
     rest = trials - moved
     remainder = np.maximum(1e-12, 1.0 - _row_sums(chain))
-    rng = np.random.default_rng(seed)
     escapes = rng.binomial(rest.astype(np.int64), np.clip(chain.escape / remainder, 0.0, 1.0))
     return _observed(chain, counts.astype(float), trials, rest - escapes, escapes)
 
