@@ -1,0 +1,584 @@
+"""The island search loop of the symbolic-fitting agent (METHOD.md section 1).
+
+Schedule.  Round ``r`` of the run belongs to cycle ``c = r // (I R)``, is round
+``k = (r // I) % R`` of that cycle and runs on island ``i = r % I`` (``I`` islands,
+``R`` rounds per cycle).  Its ``n`` (default 3) attempts have the seqs
+``r n .. r n + n - 1``.  Within a cycle the islands run concurrently and each
+island's rounds run in order; a cycle ends (and the worst islands are reseeded from
+the best) only when every island has finished it.
+
+A round draws, from ``numpy.random.default_rng([seed, r])``, the example state
+(uniformly from the island's population), the model (uniformly from the backends)
+and the sampling seed; shows the example with its score, fitted parameters and
+reasoning; asks for ``n`` new ansatzes (two-call: generator, then a translator call
+at temperature 0 per idea; one-call: one call); validates and fits each; and
+stores one attempt per new ansatz: ``source`` = example, ``target`` = ansatz string
+(features: score, MSE, parameters; canonical: sympy form) or an escape
+(``api_error``, ``empty``, ``invalid_ansatz``, ``fit_failed``).
+
+Resume.  Every choice is a function of the seed, the round index and the island
+populations, and the populations are a function of the stored attempts (their
+``params`` hold island, round and fit results).  So a restarted run replays the
+stored rounds without calling any model, re-runs a round that was cut short
+(storing only its missing seqs, with the stored example) and continues: seqs are
+never duplicated (and ``(run_id, seq)`` is unique in the store anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detbal.agents.backends import base as _base
+from detbal.agents.backends.base import Backend, BackendError, Completion, Message, SamplingParams
+from detbal.agents.fit import prompts as P
+from detbal.agents.fit.ansatz import AnsatzError, canonical_form, compile_ansatz, validate_ansatz
+from detbal.agents.fit.config import SEED_REASONING, FitConfig
+from detbal.agents.fit.data import Dataset, load_dataset
+from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
+from detbal.errors import DetbalError
+from detbal.store import Attempt, RunStore, utc_now
+
+log = logging.getLogger(__name__)
+
+CallFn = Callable[..., Awaitable[Completion]]
+"""``await call(backend, messages, params, *, key=None) -> Completion``."""
+
+RNG_SCHEME = "numpy.random.default_rng([seed, round])"
+
+
+def _stop_exceptions() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean: stop the run, store nothing for this round."""
+    out: list[type[BaseException]] = []
+    for name in ("BackendStop", "BackendExhausted"):
+        exc = getattr(_base, name, None)
+        if exc is not None:
+            out.append(exc)
+    try:
+        from detbal.agents import runner
+
+        out.append(runner.BudgetExhausted)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(out)
+
+
+def default_call() -> CallFn:
+    """The runner's ``call_model`` (retries, time-out) if present, else the bare backend call."""
+    try:
+        from detbal.agents.runner import call_model
+
+        return call_model
+    except ImportError:  # pragma: no cover - the runner ships with the package
+        async def bare(backend: Backend, messages: Sequence[Message], params: SamplingParams,
+                       *, key: str | None = None) -> Completion:
+            if key is None:
+                return await backend.complete(messages, params)
+            return await backend.complete(messages, params, key=key)
+
+        return bare
+
+
+@dataclass(frozen=True)
+class Member:
+    """A state in an island's population."""
+
+    text: str
+    score: float
+    mse: float
+    params: tuple[float, ...]
+    reasoning: str
+    seq: int  # attempt that produced it; -1 for the initial state
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A validated and fitted ansatz."""
+
+    text: str
+    canonical: str
+    n_params: int
+    params: tuple[float, ...]
+    mse: float
+    score: float
+    n_finite: int
+
+    def features(self, dataset: str, starts: int) -> dict[str, Any]:
+        return {"dataset": dataset, "score": self.score, "mse": self.mse, "params": list(self.params),
+                "n_params": self.n_params, "starts": starts, "n_finite": self.n_finite}
+
+
+class Evaluator:
+    """Validate, fit and score ansatz strings on one data set (results cached by text)."""
+
+    def __init__(self, dataset: Dataset, config: FitConfig) -> None:
+        self.dataset = dataset
+        self.config = config
+        self._cache: dict[str, Evaluation | AnsatzError | FitFailed] = {}
+        base = self._fit(config.baseline)
+        self.mse_base = base.mse
+
+    def _fit(self, text: str) -> Any:
+        ansatz = validate_ansatz(text, self.dataset.features)
+        result = fit_parameters(
+            compile_ansatz(ansatz), self.dataset.X, self.dataset.y, starts=self.config.starts,
+            seed=fit_seed(ansatz.text, self.config.seed), maxiter=self.config.fit_maxiter,
+        )
+        return result
+
+    def evaluate(self, text: str) -> Evaluation:
+        """Raise :class:`AnsatzError` or :class:`FitFailed`, else the fitted :class:`Evaluation`."""
+        hit = self._cache.get(text)
+        if hit is None:
+            try:
+                ansatz = validate_ansatz(text, self.dataset.features)
+                result = self._fit(text)
+                hit = Evaluation(
+                    text=ansatz.text, canonical=canonical_form(ansatz), n_params=ansatz.n_params,
+                    params=result.params, mse=result.mse,
+                    score=score_from_mse(result.mse, self.mse_base), n_finite=result.n_finite,
+                )
+            except (AnsatzError, FitFailed) as exc:
+                hit = exc
+            self._cache[text] = hit
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+
+
+@dataclass(frozen=True)
+class FitRunResult:
+    """What :func:`run_fit` did."""
+
+    committed: int  # attempts stored by this call
+    stored: int  # attempts of the run with seq < target now in the store
+    target: int  # requested number of attempts
+    stopped: str | None  # None: the target is reached
+    best_ansatz: str
+    best_score: float
+    elapsed_s: float
+
+
+@dataclass
+class _Slot:
+    """The outcome of one of a round's attempts, before it is stored."""
+
+    raw: str | None = None
+    text: str | None = None
+    escape: str | None = None
+    detail: str | None = None
+    evaluation: Evaluation | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    finish_reason: str | None = None
+    translator: dict[str, Any] | None = None
+
+
+def _add_usage(slot: _Slot, c: Completion) -> None:
+    if c.prompt_tokens is not None:
+        slot.prompt_tokens = (slot.prompt_tokens or 0) + c.prompt_tokens
+    if c.completion_tokens is not None:
+        slot.completion_tokens = (slot.completion_tokens or 0) + c.completion_tokens
+    slot.latency_s = (slot.latency_s or 0.0) + c.latency_s
+
+
+class _RoundAborted(Exception):
+    pass
+
+
+class FitSearch:
+    """One run of the island search; see the module docstring.  Use :func:`run_fit`."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: int,
+        backends: Sequence[Backend],
+        config: FitConfig,
+        *,
+        attempts: int | None = None,
+        concurrency: int = 1,
+        progress: Callable[..., Any] | None = None,
+        call: CallFn | None = None,
+        stop: asyncio.Event | None = None,
+        dataset: Dataset | None = None,
+    ) -> None:
+        if not backends:
+            raise DetbalError("the fit agent needs at least one model backend")
+        if concurrency < 1:
+            raise DetbalError("--concurrency must be at least 1")
+        self.store = store
+        self.run_id = run_id
+        self.backends = list(backends)
+        self.config = config
+        self.target = int(attempts) if attempts is not None else config.planned_attempts
+        if self.target < 0:
+            raise DetbalError("--attempts must not be negative")
+        self.concurrency = concurrency
+        self.progress = progress
+        self.call = call or default_call()
+        self.stop = stop or asyncio.Event()
+        self.stop_reason: str | None = None
+        self.dataset = dataset or load_dataset(config.dataset, config.data_dir, download=config.download)
+        self.prompt_hash = P.prompt_hash(config.mode)
+        self._stop_excs = _stop_exceptions()
+        self.committed = 0
+        self.escapes = 0
+        self.best: Member | None = None
+
+    # -- populations ---------------------------------------------------------
+    def _member_from_eval(self, ev: Evaluation, reasoning: str, seq: int) -> Member:
+        return Member(ev.text, ev.score, ev.mse, ev.params, reasoning, seq)
+
+    def _add(self, island: int, member: Member) -> None:
+        pop = self.islands[island]
+        if any(m.text == member.text for m in pop):
+            return
+        pop.append(member)
+        pop.sort(key=lambda m: (-m.score, m.seq))
+        del pop[self.config.population:]
+        if self.best is None or (member.score, -member.seq) > (self.best.score, -self.best.seq):
+            self.best = member
+
+    def _repopulate(self) -> None:
+        cfg = self.config
+        n = len(self.islands)
+        if cfg.repopulate_fraction <= 0 or n < 2:
+            return
+        k = max(1, math.floor(cfg.repopulate_fraction * n))
+        order = sorted(range(n), key=lambda i: (-max(m.score for m in self.islands[i]), i))
+        donor = self.islands[order[0]]
+        for i in order[-k:]:
+            if i != order[0]:
+                self.islands[i] = list(donor)
+
+    # -- stored attempts -------------------------------------------------------
+    def _load_stored(self) -> dict[int, dict[str, Any]]:
+        import json
+
+        rows: dict[int, dict[str, Any]] = {}
+        for row in self.store.iter_attempts([self.run_id]):
+            p = row.get("params")
+            row["params"] = json.loads(p) if isinstance(p, str) else (p or {})
+            rows[int(row["seq"])] = row
+        return rows
+
+    def _member_from_row(self, row: Mapping[str, Any]) -> Member | None:
+        if row.get("target") is None:
+            return None
+        fit = row["params"].get("fit")
+        reasoning = P.reasoning_from_raw(row.get("raw_answer"))
+        if fit and all(k in fit for k in ("score", "mse", "params")):
+            return Member(row["target"], float(fit["score"]), float(fit["mse"]),
+                          tuple(float(v) for v in fit["params"]), reasoning, int(row["seq"]))
+        try:  # stored without fit results (not written by this loop): fit again
+            ev = self.evaluator.evaluate(row["target"])
+        except (AnsatzError, FitFailed):
+            return None
+        return self._member_from_eval(ev, reasoning, int(row["seq"]))
+
+    # -- one round -----------------------------------------------------------
+    async def _call(self, backend: Backend, messages: list[Message], params: SamplingParams,
+                    key: str | None) -> Completion:
+        async with self._sem:
+            if key is None:
+                return await self.call(backend, messages, params)
+            return await self.call(backend, messages, params, key=key)
+
+    async def _guarded(self, backend: Backend, messages: list[Message], params: SamplingParams,
+                       key: str | None) -> Completion | BackendError:
+        """A completion, or the error to store as ``api_error``; stop conditions abort the round."""
+        try:
+            return await self._call(backend, messages, params, key)
+        except self._stop_excs as exc:
+            self._request_stop(f"{type(exc).__name__}: {exc}")
+            raise _RoundAborted() from exc
+        except BackendError as exc:
+            return exc
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a backend bug must not lose the attempt
+            log.warning("model call raised %s: %s", type(exc).__name__, exc)
+            return BackendError(f"{type(exc).__name__}: {exc}", retryable=False)
+
+    def _request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop.set()
+
+    def _example_fields(self, example: Member) -> dict[str, Any]:
+        return {
+            "data_description": P.DATA_DESCRIPTIONS[self.dataset.name],
+            "variables": ", ".join(self.dataset.features),
+            "example_ansatz": example.text,
+            "example_score": P.format_score(example.score),
+            "example_params": P.format_params(example.params),
+            "example_reasoning": example.reasoning or "(none given)",
+            "baseline_ansatz": self.config.baseline,
+            "n_new": self.config.per_round,
+        }
+
+    async def _evaluate(self, slot: _Slot) -> None:
+        if slot.text is None:
+            return
+        if not slot.text:
+            slot.escape, slot.detail = "empty", "no ansatz in the answer"
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            slot.evaluation = await loop.run_in_executor(self._executor, self.evaluator.evaluate, slot.text)
+        except AnsatzError as exc:
+            slot.escape, slot.detail = "invalid_ansatz", exc.reason
+        except FitFailed as exc:
+            slot.escape, slot.detail = "fit_failed", exc.reason
+
+    async def _two_call(self, backend: Backend, example: Member, sp: SamplingParams) -> list[_Slot]:
+        cfg = self.config
+        n = cfg.per_round
+        fields = self._example_fields(example)
+        msgs = [{"role": "user", "content": P.render("generate", **fields)}]
+        gen = await self._guarded(backend, msgs, sp, example.text)
+        if isinstance(gen, BackendError):
+            return [_Slot(escape="api_error", detail=str(gen)[:500]) for _ in range(n)]
+        ideas = P.split_ideas(gen.text, n)
+        slots = [_Slot() for _ in range(n)]
+        _add_usage(slots[0], gen)
+        for s in range(n):
+            slots[s].finish_reason = gen.finish_reason
+            if s >= len(ideas):
+                slots[s].raw = gen.text if not ideas else None
+                slots[s].escape = "empty"
+                slots[s].detail = f"the answer held {len(ideas)} of {n} ideas"
+        tp = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.translate_max_tokens, seed=sp.seed)
+
+        async def translate(s: int) -> None:
+            idea = ideas[s]
+            tmsgs = [{"role": "user", "content": P.render(
+                "translate", variables=", ".join(self.dataset.features), idea=idea.text)}]
+            out = await self._guarded(backend, tmsgs, tp, None)
+            slot = slots[s]
+            slot.translator = tp.as_dict()
+            if isinstance(out, BackendError):
+                slot.raw = idea.text
+                slot.escape, slot.detail = "api_error", f"translator: {str(out)[:480]}"
+                return
+            _add_usage(slot, out)
+            slot.finish_reason = out.finish_reason
+            slot.raw = idea.text + P.TRANSLATION_MARK + out.text
+            slot.text = P.translated_ansatz(out.text)
+            await self._evaluate(slot)
+
+        await asyncio.gather(*(translate(s) for s in range(min(n, len(ideas)))))
+        return slots
+
+    async def _one_call(self, backend: Backend, example: Member, sp: SamplingParams) -> list[_Slot]:
+        n = self.config.per_round
+        msgs = [{"role": "user", "content": P.render("one-call", **self._example_fields(example))}]
+        out = await self._guarded(backend, msgs, sp, example.text)
+        if isinstance(out, BackendError):
+            return [_Slot(escape="api_error", detail=str(out)[:500]) for _ in range(n)]
+        ideas = P.split_ideas(out.text, n)
+        slots = [_Slot(finish_reason=out.finish_reason) for _ in range(n)]
+        _add_usage(slots[0], out)
+        for s in range(n):
+            if s < len(ideas):
+                slots[s].raw = ideas[s].text
+                slots[s].text = ideas[s].formula
+                if not ideas[s].formula:
+                    slots[s].escape, slots[s].detail = "empty", "the idea has no ANSATZ line"
+                    slots[s].text = None
+            else:
+                slots[s].raw = out.text if not ideas else None
+                slots[s].escape, slots[s].detail = "empty", f"the answer held {len(ideas)} of {n} ideas"
+        await asyncio.gather(*(self._evaluate(sl) for sl in slots))
+        return slots
+
+    def _attempt(self, slot: _Slot, example: Member, base_params: dict[str, Any], s: int,
+                 started: str) -> Attempt:
+        params = dict(base_params, slot=s)
+        if slot.translator is not None:
+            params["translator"] = slot.translator
+        features = canonical = None
+        if slot.escape is None and slot.evaluation is not None:
+            ev = slot.evaluation
+            params["fit"] = {"score": ev.score, "mse": ev.mse, "params": list(ev.params)}
+            features = ev.features(self.dataset.name, self.config.starts)
+            canonical = ev.canonical
+            target, escape = ev.text, None
+        else:
+            target, escape = None, slot.escape or "empty"
+        return Attempt(
+            source=example.text, target=target, escape=escape,
+            escape_detail=slot.detail if escape else None, raw_answer=slot.raw,
+            prompt_tokens=slot.prompt_tokens, completion_tokens=slot.completion_tokens,
+            latency_s=slot.latency_s, finish_reason=slot.finish_reason, params=params,
+            prompt_hash=self.prompt_hash, started=started, finished=utc_now(),
+            target_features=features, target_canonical=canonical,
+        )
+
+    async def _live_round(self, c: int, k: int, i: int, r: int, seqs: list[int],
+                          stored: dict[int, dict[str, Any]]) -> None:
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, r])
+        pop = self.islands[i]
+        example = pop[int(rng.integers(len(pop)))]
+        backend = self.backends[int(rng.integers(len(self.backends)))]
+        call_seed = int(rng.integers(2**31 - 1))
+        if stored:  # a round cut short: keep the example its stored attempts used
+            src = next(iter(stored.values()))["source"]
+            if src != example.text:
+                example = self.known.get(src) or Member(src, math.nan, math.nan, (), "", -1)
+        sp = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                            seed=call_seed)
+        started = utc_now()
+        try:
+            if cfg.mode == "two-call":
+                slots = await self._two_call(backend, example, sp)
+            else:
+                slots = await self._one_call(backend, example, sp)
+        except _RoundAborted:
+            return
+        base_params = {**sp.as_dict(), "model": backend.model, "backend": backend.name,
+                       "mode": cfg.mode, "island": i, "cycle": c, "round": r, "round_in_cycle": k}
+        rng_state = {"scheme": RNG_SCHEME, "seed": cfg.seed, "round": r}
+        first = r * cfg.per_round
+        for seq in seqs:
+            s = seq - first
+            if seq in stored:
+                m = self._member_from_row(stored[seq])
+            else:
+                attempt = self._attempt(slots[s], example, base_params, s, started)
+                self.store.record_attempt(self.run_id, seq, attempt, rng_state=rng_state)
+                self.committed += 1
+                if attempt.escape is not None:
+                    self.escapes += 1
+                ev = slots[s].evaluation
+                m = (self._member_from_eval(ev, P.reasoning_from_raw(slots[s].raw), seq)
+                     if attempt.target is not None and ev is not None else None)
+            if m is not None:
+                self.known.setdefault(m.text, m)
+                self._add(i, m)
+            if seq not in stored and self.progress is not None:
+                best = self.best.score if self.best is not None else math.nan
+                self.progress(1, best=f"{best:.1f}", esc=f"{self.escapes / max(1, self.committed):.0%}")
+
+    async def _island_cycle(self, c: int, i: int, rows: dict[int, dict[str, Any]]) -> None:
+        cfg = self.config
+        I, R, n = cfg.islands, cfg.rounds, cfg.per_round
+        for k in range(R):
+            r = c * I * R + k * I + i
+            seqs = [r * n + s for s in range(n) if r * n + s < self.target]
+            if not seqs:
+                return
+            stored = {s: rows[s] for s in seqs if s in rows}
+            if len(stored) == len(seqs):
+                for seq in seqs:
+                    m = self._member_from_row(stored[seq])
+                    if m is not None:
+                        self.known.setdefault(m.text, m)
+                        self._add(i, m)
+                continue
+            if self.stop.is_set():
+                return
+            await self._live_round(c, k, i, r, seqs, stored)
+            if self.stop.is_set():
+                return
+
+    # -- the run -----------------------------------------------------------------
+    async def run(self) -> FitRunResult:
+        t0 = time.perf_counter()
+        cfg = self.config
+        self._sem = asyncio.Semaphore(self.concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detbal-fit")
+        loop = asyncio.get_running_loop()
+        try:
+            self.evaluator = await loop.run_in_executor(self._executor, Evaluator, self.dataset, cfg)
+            try:
+                seed_eval = await loop.run_in_executor(self._executor, self.evaluator.evaluate,
+                                                       cfg.initial_ansatz)
+            except (AnsatzError, FitFailed) as exc:
+                raise DetbalError(f"the seed ansatz {cfg.initial_ansatz!r} is unusable: {exc}") from None
+            seed_member = self._member_from_eval(seed_eval, SEED_REASONING, -1)
+            self.islands: list[list[Member]] = [[seed_member] for _ in range(cfg.islands)]
+            self.known: dict[str, Member] = {seed_member.text: seed_member}
+            self.best = seed_member
+            rows = self._load_stored()
+            per_cycle = cfg.islands * cfg.rounds * cfg.per_round
+            n_cycles = -(-self.target // per_cycle)
+            for c in range(n_cycles):
+                await asyncio.gather(*(self._island_cycle(c, i, rows) for i in range(cfg.islands)))
+                if self.stop.is_set():
+                    break
+                if (c + 1) % cfg.repopulate_every == 0:
+                    self._repopulate()
+        finally:
+            self._executor.shutdown(wait=True)
+        stored = sum(1 for s in self.store.stored_seqs(self.run_id) if s < self.target)
+        stopped = None if stored >= self.target else (self.stop_reason or "stopped")
+        best = self.best or seed_member
+        return FitRunResult(
+            committed=self.committed, stored=stored, target=self.target, stopped=stopped,
+            best_ansatz=best.text, best_score=best.score, elapsed_s=time.perf_counter() - t0,
+        )
+
+
+def _check_resume(store: RunStore, run_id: int, config: FitConfig) -> None:
+    """Refuse to continue a run with settings that would change its schedule."""
+    stored = store.get_run(run_id).config.get("fit")
+    if not isinstance(stored, Mapping):
+        return
+    for name in FitConfig.STRUCTURAL:
+        if name in stored and stored[name] != getattr(config, name):
+            raise DetbalError(
+                f"run {run_id} was made with {name}={stored[name]!r}, not {getattr(config, name)!r};"
+                " resume it with the same settings"
+            )
+
+
+async def run_fit(
+    store: RunStore,
+    run_id: int,
+    backends: Sequence[Backend],
+    config: FitConfig | Mapping[str, Any],
+    *,
+    attempts: int | None = None,
+    concurrency: int = 1,
+    progress: Callable[..., Any] | None = None,
+    call: CallFn | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = False,
+    dataset: Dataset | None = None,
+) -> FitRunResult:
+    """Run (or resume) the island search until ``attempts`` attempts of ``run_id`` are stored."""
+    cfg = config if isinstance(config, FitConfig) else FitConfig.from_mapping(config)
+    _check_resume(store, run_id, cfg)
+    search = FitSearch(store, run_id, backends, cfg, attempts=attempts, concurrency=concurrency,
+                       progress=progress, call=call, stop=stop, dataset=dataset)
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    if handle_signals:
+        def on_signal(name: str) -> None:
+            log.warning("%s: stopping after the rounds in flight", name)
+            search._request_stop("interrupted")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    try:
+        return await search.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
