@@ -236,3 +236,19 @@ def test_load_run_aligns_features_with_kernel(tmp_path: object) -> None:
     assert "stored_letter_sum" in F.names
     np.testing.assert_array_equal(F.column("stored_letter_sum"), 100.0)
     np.testing.assert_array_equal(F.column("word_letter_sum"), 100.0)
+
+
+def test_source_cut_kernel_keeps_edges_into_unsourced_states() -> None:
+    from detbal.evo.transitions import source_cut_kernel
+
+    rows = [("A", "B", None, 3), ("A", None, "x", 1), ("B", "A", None, 2), ("B", "C", None, 1),
+            ("C", "A", None, 1)]
+    counts = TransitionCounts.from_rows(rows)
+    kept = estimate_kernel(counts, "empirical")
+    alls = source_cut_kernel(counts, "empirical")
+    # C has one attempt: dropped as a source in both; B->C survives only in "all"
+    assert len(kept.src) == 2 and len(alls.src) == 3
+    assert kept.n_sources == alls.n_sources == 2
+    c = counts.states.index("C")
+    e = int(np.flatnonzero(alls.dst == c)[0])
+    assert alls.T[e] == pytest.approx(1 / 3)

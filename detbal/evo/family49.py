@@ -534,6 +534,12 @@ def family_potential_reference(
     f = _ref_features_paper(expr) if mode == "paper" else _ref_features_fixed(expr)
     if f is None:
         return p["empty_input_potential"]
+    return reference_value(f, p)
+
+
+def reference_value(f: Mapping[str, float], p: Mapping[str, float]) -> float:
+    """V from one state's family inputs ``f`` (``FAMILY_COLUMNS`` without ``fam_``,
+    non-empty string) and parameters ``p``, plainly, one ``if`` per rule."""
     energy = 0.0
     if f["bad_paren"]:
         energy += p["paren_penalty"]

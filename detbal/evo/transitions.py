@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -74,6 +75,30 @@ def direction_stats(
     }
 
 
+def source_cut_kernel(
+    counts: TransitionCounts,
+    n0: Literal["empirical", "uniform"] = "empirical",
+    *,
+    min_source_count: float | None = None,
+    total_attempts: float | None = None,
+) -> Kernel:
+    """:func:`~detbal.analysis.counts.estimate_kernel`, but keeping every edge whose
+    *source* passes the N0 cut, whatever its target.
+
+    An explicit V(state) is defined on every state, so an edge into a state that
+    was never (or once) used as a source still constrains it; the published
+    random-descent objective kept these edges (it tested N(f) > 1 on the source
+    only).  The normalisation (``n_sources``) and ``kept`` are unchanged.
+    """
+    k = estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=total_attempts)
+    keep = k.kept[counts.src]
+    src, dst, cnt = counts.src[keep], counts.dst[keep], counts.count[keep]
+    T = cnt / k.n0[src]
+    if n0 == "uniform":
+        T = np.minimum(1.0, T)
+    return dataclasses.replace(k, src=src, dst=dst, count=cnt, T=T)
+
+
 def _stored_columns(path: Path, states: tuple[str, ...]) -> tuple[list[str], np.ndarray] | None:
     """Numeric per-state features recorded in a run store, as ``stored_<key>`` columns."""
     with RunStore(path, create=False) as store:
@@ -109,12 +134,17 @@ def load_run(
     kind: Literal["words", "ansatz", "auto"] = "auto",
     mode: TokenMode = "fixed",
     target_sum: int = 100,
+    targets: Literal["all", "kept"] = "all",
     stored_features: bool = True,
     progress: Progress | None = None,
 ) -> tuple[Kernel, FeatureMatrix]:
     """Kernel and features of the states of a run store or transitions file.
 
-    The feature matrix has one row per ``kernel.states`` entry, in that order.
+    ``targets="all"`` (default) keeps every edge out of a source that passes the
+    N0 cut (:func:`source_cut_kernel`, the published objective); ``"kept"`` also
+    drops edges into states that fail it (:func:`estimate_kernel`, as the
+    least-action fit needs).  The feature matrix has one row per
+    ``kernel.states`` entry, in that order.
     With ``stored_features``, numeric features the store recorded per state
     (for instance a letter sum) are appended as ``stored_<key>`` columns (0 where
     a state has none).
@@ -122,9 +152,10 @@ def load_run(
     path = Path(path)
     rows = load_count_rows(path)
     counts = TransitionCounts.from_rows(rows)
-    kernel = estimate_kernel(
-        counts, n0, min_source_count=min_source_count, total_attempts=total_attempts
-    )
+    make = source_cut_kernel if targets == "all" else estimate_kernel
+    if targets not in ("all", "kept"):
+        raise DetbalError(f"unknown targets {targets!r}: use all or kept")
+    kernel = make(counts, n0, min_source_count=min_source_count, total_attempts=total_attempts)
     if len(kernel.src) == 0:
         raise DetbalError(f"{path}: no transitions survive the N0 cut")
     F = featurize(kernel.states, kind, mode=mode, target_sum=target_sum, progress=progress)
