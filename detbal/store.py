@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class RunStore:
             raise InputError(self.path, f"cannot open as a run store ({exc})") from None
         self._state_ids: dict[str, int] = {}
         self._depth = 0
+        self._lock = threading.RLock()
 
     # -- plumbing ---------------------------------------------------------
     def close(self) -> None:
@@ -213,6 +215,12 @@ class RunStore:
         Transactions nest: inside another one this is a ``SAVEPOINT``, so a caller
         can group several store calls (a run and its attempts) into one atomic write.
         """
+        with self._lock:  # one writer thread at a time on the shared connection
+            with self._transaction() as conn:
+                yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         cache_before = dict(self._state_ids)
         nested = self._conn.in_transaction
         if nested:

@@ -280,3 +280,31 @@ def test_missing_store_and_directory(tmp_path: Path) -> None:
         RunStore(tmp_path)
     with pytest.raises(InputError):
         RunStore(tmp_path / "no" / "such" / "dir" / "runs.sqlite")
+
+
+def test_inner_failure_rolls_back_only_the_inner_part(store: RunStore) -> None:
+    rid = store.create_run("words", "m", "replay", {})
+    with store.transaction():
+        store.record_attempt(rid, 0, Attempt(source="A", target="B"))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.record_attempt(rid, 0, Attempt(source="NEW", target="B"))
+        store.record_attempt(rid, 1, Attempt(source="NEW", target="A"))
+    assert store.stored_seqs(rid) == {0, 1}
+    assert {r[0] for r in store.count_rows().rows} == {"A", "NEW"}
+
+
+def test_threads_share_one_store(store: RunStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rid = store.create_run("words", "m", "replay", {})
+
+    def work(worker: int) -> None:
+        for i in range(40):
+            seq = worker * 1000 + i
+            store.record_attempt(rid, seq, Attempt(source=f"S{i % 7}", target=f"T{worker}"),
+                                 rng_state={"seq": seq})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(4)))
+    assert len(store.stored_seqs(rid)) == 160
+    assert sum(n for *_, n in store.count_rows().rows) == 160
