@@ -11,7 +11,8 @@ Accepted inputs:
   escape) and optional ``count`` / ``escape``;
 * the paper's word-task JSON, ``{word: [next words, ...]}``;
 * the paper's fitting-agent JSON, ``[{"target_expression": ...,
-  "source_expressions": [{"expression": ...}, ...]}, ...]``.
+  "source_expressions": [{"expression": ...}, ...]}, ...]``;
+* Parquet with the CSV's columns (what ``detbal export counts`` writes).
 """
 
 from __future__ import annotations
@@ -52,8 +53,13 @@ def read_text(path: Path) -> str:
 def read_transitions(path: str | Path) -> CountRows:
     """Read any supported transition file (not a run store) into count rows."""
     path = Path(path)
-    text = read_text(path)
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rows = _parse_parquet(path)
+        if not rows:
+            raise InputError(path, "no transitions found")
+        return CountRows(rows=_aggregate(rows), label=str(path))
+    text = read_text(path)
     if suffix in {".jsonl", ".ndjson"}:
         rows = _parse_jsonl(path, text)
     elif suffix == ".json":
@@ -172,6 +178,40 @@ def _parse_delimited(path: Path, text: str, delimiter: str | None) -> list[_Row]
             rows.append((source, target, escape, _count(path, f"line {lineno}", rec.get("count"))))
     except csv.Error as exc:
         raise InputError(path, f"malformed CSV ({exc})") from None
+    return rows
+
+
+def _parse_parquet(path: Path) -> list[_Row]:
+    """A table with ``source, target[, count][, escape]`` columns (what ``export counts`` writes)."""
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a file")
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for bad files
+        raise InputError(path, f"not a readable Parquet file ({type(exc).__name__})") from None
+    fields = [c.strip().lower() for c in table.column_names]
+    missing = [c for c in ("source", "target") if c not in fields]
+    if missing:
+        raise InputError(
+            path, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+            f" (table has: {', '.join(fields) or 'nothing'})"
+        )
+    table = table.rename_columns(fields)
+    data = {c: table.column(c).to_pylist() for c in ("source", "target", "escape", "count") if c in fields}
+    rows: list[_Row] = []
+    for i, source in enumerate(data["source"]):
+        where = f"row {i + 1}"
+        source_text = "" if source is None else str(source).strip()
+        if not source_text:
+            raise InputError(path, f"{where}: empty source")
+        escape = data["escape"][i] if "escape" in data else None
+        target, esc = _outcome(source_text, data["target"][i], escape)
+        count = data["count"][i] if "count" in data else None
+        rows.append((source_text, target, esc, _count(path, where, count)))
     return rows
 
 

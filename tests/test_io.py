@@ -287,6 +287,28 @@ def test_export_counts_parquet(tmp_path: Path) -> None:
     assert table.column_names == COUNT_COLUMNS
     got = {(r["source"], r["target"], r["escape"]): r["count"] for r in table.to_pylist()}
     assert got == expected
+    # and it imports back
+    assert _as_dict(read_transitions(out)) == expected
+    assert _as_dict(load_count_rows(out)) == expected
+
+
+def test_parquet_bad_input(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    garbage = _write(tmp_path, "garbage.parquet", b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet file") as info:
+        read_transitions(garbage)
+    assert str(garbage) in str(info.value)
+    nocol = tmp_path / "nocol.parquet"
+    pq.write_table(pa.table({"source": ["A"], "count": [2]}), nocol)
+    with pytest.raises(InputError, match="missing column target"):
+        read_transitions(nocol)
+    badcount = tmp_path / "badcount.parquet"
+    pq.write_table(pa.table({"source": ["A"], "target": ["B"], "count": [0]}), badcount)
+    with pytest.raises(InputError, match="row 1: count 0"):
+        read_transitions(badcount)
+    with pytest.raises(InputError, match="no such file"):
+        read_transitions(tmp_path / "absent.parquet")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
