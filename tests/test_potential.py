@@ -315,3 +315,27 @@ def test_driven_chain_still_fits(kernel) -> None:
     assert np.isfinite(fit.action) and fit.action > 0
     assert all(f in {"", "never_entered", "never_left", "one_sided", "other_component",
                      "dropped", "beyond_range"} for f in fit.flags)
+
+
+def test_claude4_bootstrap_matches_binomial_errors(claude4) -> None:
+    fit = fit_potential(claude4, gauge="ATTITUDE", bootstrap=200, seed=2)
+    se = dict(zip(fit.states, fit.stderr))
+    assert se["ATTITUDE"] == 0.0
+    # var log(n/N0) ~ (1 - n/N0)/n for a binomial count n out of N0 = 4000
+    for state, n_in, n_out in (("PERSONAL", 66, 3879), ("PROBLEMS", 20, 3558)):
+        expected = math.sqrt((1 - n_in / 4000) / n_in + (1 - n_out / 4000) / n_out)
+        assert se[state] == pytest.approx(expected, rel=0.2)
+    assert math.isnan(se["TURKEY"]) and math.isnan(se["BUZZY"])
+
+
+@pytest.mark.parametrize("rows, flags", [
+    ([("A", "B", None, 3), ("B", "C", None, 3), ("C", None, "empty", 3)],
+     ("never_entered", "one_sided", "never_left")),
+    ([("A", None, "empty", 3)], ("never_entered",)),
+])
+def test_no_cycle_at_all(rows, flags) -> None:
+    k = estimate_kernel(TransitionCounts.from_rows(rows))
+    fit = fit_potential(k, bootstrap=3)
+    assert fit.flags == flags
+    assert np.all(np.isnan(fit.V)) and np.all(np.isnan(fit.stderr))
+    assert fit.action == 0.0
