@@ -78,12 +78,13 @@ def test_defaults_are_the_published_49() -> None:
     assert DEFAULTS["simple_length_threshold"] == 50 and DEFAULTS["short_length_threshold"] == 25
 
 
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
 @pytest.mark.parametrize("mode", ["fixed", "paper"])
 @pytest.mark.parametrize(("param_seed", "spread"), [(None, 0.0), (1, 0.2), (2, 0.5), (3, 1.5)])
-def test_vectorised_equals_reference(mode: str, param_seed: int | None, spread: float) -> None:
+def test_vectorised_equals_reference(engine: str, mode: str, param_seed: int | None, spread: float) -> None:
     params = None if param_seed is None else random_params(param_seed, spread)
     F = featurize(EXPRESSIONS, "ansatz", mode=mode)
-    V = family_potential(F, params)
+    V = family_potential(F, params, engine=engine)  # type: ignore[arg-type]
     R = np.array([family_potential_reference(e, params, mode) for e in EXPRESSIONS])
     assert np.all(np.isfinite(V))
     np.testing.assert_allclose(V, R, rtol=0, atol=1e-12)

@@ -179,6 +179,19 @@ class FamilyInputs:
         cols["simple_ok"] = (cols["simple_chars"] > 0) & (cols["n_pow"] == 0)
         return cls(cols=cols, mode=F.mode, n_states=F.n_states)
 
+    def matrix(self) -> np.ndarray:
+        """The columns the numba kernel reads, as one (n_states, k) C array (cached)."""
+        M = self.cols.get("_nb_matrix")
+        if M is None:
+            from detbal.evo._family49_nb import NB_COLUMNS
+
+            M = np.ascontiguousarray(
+                np.column_stack([self.cols[c].astype(np.float64) for c in NB_COLUMNS])
+                if self.n_states else np.zeros((0, len(NB_COLUMNS)))
+            )
+            self.cols["_nb_matrix"] = M
+        return M
+
 
 def _energy_terms(c: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     """Clipped energy E for every state (the order of terms matches the reference)."""
@@ -228,13 +241,31 @@ def _energy_terms(c: dict[str, np.ndarray], p: dict[str, float]) -> np.ndarray:
     return np.minimum(np.maximum(E, 0.0), p["max_energy"]), affinity
 
 
+ENGINES: tuple[str, ...] = ("numba", "numpy")
+
+
 def family_potential(
     F: FeatureMatrix | FamilyInputs,
     params: np.ndarray | Mapping[str, float] | None = None,
+    *,
+    engine: Literal["numba", "numpy"] = "numba",
 ) -> np.ndarray:
-    """V for every state of ``F`` (vectorised; see the module docstring)."""
-    c = F.cols if isinstance(F, FamilyInputs) else FamilyInputs.from_features(F).cols
-    p = dict(zip(PARAM_NAMES, param_array(params).tolist()))
+    """V for every state of ``F`` (see the module docstring).
+
+    ``engine="numba"``: one compiled pass over the states; ``"numpy"``: array
+    expressions.  Both follow the same operations in the same order.  Pass a
+    :class:`FamilyInputs` (built once) inside loops.
+    """
+    inputs = F if isinstance(F, FamilyInputs) else FamilyInputs.from_features(F)
+    theta = param_array(params)
+    if engine == "numba":
+        from detbal.evo._family49_nb import family_values
+
+        return family_values(inputs.matrix(), theta)
+    if engine != "numpy":
+        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    c = inputs.cols
+    p = dict(zip(PARAM_NAMES, theta.tolist()))
     E, affinity = _energy_terms(c, p)
     with np.errstate(over="ignore", invalid="ignore"):
         z = np.minimum(-E / p["K"], _EXP_CLAMP)
