@@ -425,6 +425,7 @@ def compare_potentials(
         "explicit": _action(VE, kernel, fitted, kernel_name, beta),
         "explicit_scaled": S_scaled,
         "explicit_scale": a_best,
+        "explicit_all_edges": _action(VE, kernel, allm, kernel_name, beta),
         "explicit_scaled_all_edges": S_all,
         "excess": S_scaled / fit.action - 1.0 if fit.action > 0 else math.nan,
         "k0": fit.k0,

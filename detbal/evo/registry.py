@@ -122,6 +122,11 @@ def _num(x: sympy.Expr) -> float | None:
     return None
 
 
+def _power(tex: str, exp: str | None) -> str:
+    """``tex`` raised to ``exp`` (sympy's printer passes powers of functions this way)."""
+    return tex if exp is None else r"\left(%s\right)^{%s}" % (tex, exp)
+
+
 class pdiv(sympy.Function):  # noqa: N801 - printed name
     """Protected division: a / b where |b| > 1e-9, else 1."""
 
@@ -135,9 +140,9 @@ class pdiv(sympy.Function):  # noqa: N801 - printed name
             return a / b if abs(v) > EPS else sympy.Integer(1)
         return None
 
-    def _latex(self, printer: Any) -> str:
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
         a, b = self.args
-        return r"\frac{%s}{%s}" % (printer._print(a), printer._print(b))
+        return _power(r"\frac{%s}{%s}" % (printer._print(a), printer._print(b)), exp)
 
 
 class plog(sympy.Function):  # noqa: N801
@@ -153,8 +158,8 @@ class plog(sympy.Function):  # noqa: N801
             return sympy.Float(math.log(abs(v))) if abs(v) > EPS else sympy.Integer(0)
         return None
 
-    def _latex(self, printer: Any) -> str:
-        return r"\log\left|%s\right|" % printer._print(self.args[0])
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(r"\log\left|%s\right|" % printer._print(self.args[0]), exp)
 
 
 class pexp(sympy.Function):  # noqa: N801
@@ -170,8 +175,8 @@ class pexp(sympy.Function):  # noqa: N801
             return sympy.Float(math.exp(min(v, EXP_CLIP)))
         return None
 
-    def _latex(self, printer: Any) -> str:
-        return r"e^{%s}" % printer._print(self.args[0])
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(r"e^{%s}" % printer._print(self.args[0]), exp)
 
 
 def _sym_sqrt(x: sympy.Expr) -> sympy.Expr:
