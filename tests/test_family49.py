@@ -109,6 +109,21 @@ def test_hand_computed_value() -> None:
     assert family_potential_reference("sqrt(param1)/log_v_k_nu") == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("mode", "energy"),
+    [
+        # paper: the string seen is "param1*tan(log)": 2 functions, 1 trig, one log, 1 param
+        ("paper", math.log(16) / 4 + 2 * 0.28 + 0.75 + 0.5 * (3 - 1) - 0.6 - 1.0),
+        # fixed: tanh, the variable, 2 patterns, proximity 0.7: the energy clips to 0
+        ("fixed", 0.0),
+    ],
+)
+def test_hand_computed_tokenizer_modes(mode: str, energy: float) -> None:
+    expected = 2.0 * (-1.0 + 2.0 * (1.0 - math.exp(-energy)))
+    F = featurize(["param1*tanh(log_v_k_nu)"], "ansatz", mode=mode)
+    assert family_potential(F)[0] == pytest.approx(expected, abs=1e-12)
+
+
 def test_paper_mode_never_sees_the_variable() -> None:
     F = featurize(random_expressions(200, seed=3), "ansatz", mode="paper")
     for col in ("fam_has_log_v", "fam_linear_logv", "fam_centered_linear", "fam_tanh"):

@@ -23,7 +23,7 @@ NB_COLUMNS: tuple[str, ...] = (
  C_DIVRISK, C_POWRISK, C_SQRTRISK, C_NPAR, C_FREQVAR, C_ENT, C_HASV, C_NLOG, C_PATTERNS,
  C_LIN, C_CEN, C_NONLIN, C_NEXP, C_SIMPLE, C_LEN) = range(len(NB_COLUMNS))
 
-# parameter indices, PARAM_NAMES order (checked by family49 at import)
+# parameter indices in PARAM_NAMES order (tests compare this engine with numpy and the reference)
 (P_EMPTY, P_PAREN, P_EXTRA_PEN, P_EXTRA_THR, P_LEN_DIV, P_DEPTH_PEN, P_DEPTH_THR, P_FUNC,
  P_DIVPOW, P_ABS, P_TRIG, P_NESTED, P_DIVRISK, P_POWRISK, P_SQRTRISK, P_NOPAR, P_FEW_PEN,
  P_FEW_THR, P_OPT_MIN, P_OPT_MAX, P_OPT_BONUS, P_EXC_PEN, P_EXC_THR, P_FV_W, P_FV_CAP,
