@@ -214,11 +214,15 @@ def test_beyond_measurable_range_is_flagged() -> None:
     k = estimate_kernel(TransitionCounts.from_rows(rows), "empirical")
     fit = fit_potential(k)
     flags = dict(zip(fit.states, fit.flags))
-    # the two ends of the ladder are ~2 log 60 = 8.2 from the middle, log(total) = 5.6
-    assert flags["s0"] == flags["s4"] == "beyond_range"
+    # the top of the ladder is ~2 log 60 = 8.2 above the median state s2; log(total) = 5.6
+    assert flags["s0"] == "beyond_range"
     assert flags["s2"] == ""
-    assert math.isnan(fit.value("s0")) and math.isnan(fit.value("s4"))
+    assert math.isnan(fit.value("s0"))
     assert np.isfinite(fit.V_fit[k.counts.index("s0")])
+    # the rule: |beta V - median| > log(total attempts), whatever the reporting gauge
+    centre = np.median(fit.V_fit)
+    expected = ["beyond_range" if abs(v - centre) > math.log(k.total_attempts) else "" for v in fit.V_fit]
+    assert list(fit.flags) == expected
     # beta rescales the criterion: beta*V, not V, is bounded by log(total attempts)
     for beta in (0.1, 10.0):
         other = fit_potential(k, beta=beta)

@@ -14,7 +14,7 @@ component as beyond the measurable range instead of printing a run-away number:
 * ``one_sided``: entered and left, but on no cycle (bounded on one side only);
 * ``other_component``: on cycles, but not connected both ways to the main component;
 * ``dropped``: removed by the N0 cut;
-* ``beyond_range``: |beta V| from the gauge exceeds log(total attempts).
+* ``beyond_range``: |beta V| from the main component's median exceeds log(total attempts).
 """
 
 from __future__ import annotations
@@ -148,27 +148,25 @@ def _minimise(
 
 
 def _state_flags(kernel: Kernel, comps: _Components, positive: np.ndarray, V: np.ndarray) -> list[str]:
-    """Flag per state; ``V`` is beta*V in the fit's gauge."""
+    """Flag per state; ``V`` is beta*V.
+
+    ``beyond_range`` is measured from the median of the main component, so it
+    does not depend on the gauge chosen for reporting.
+    """
     n = kernel.n_states
     s, d = kernel.src[positive], kernel.dst[positive]
     outdeg = np.bincount(s, minlength=n)
     indeg = np.bincount(d, minlength=n)
     bound = math.log(max(kernel.total_attempts, 2.0))
-    flags = []
-    for i in range(n):
-        if not kernel.kept[i]:
-            flags.append("dropped")
-        elif comps.label[i] == comps.main and comps.main >= 0:
-            flags.append("beyond_range" if abs(V[i]) > bound else "")
-        elif comps.label[i] >= 0:
-            flags.append("other_component")
-        elif indeg[i] == 0:
-            flags.append("never_entered")
-        elif outdeg[i] == 0:
-            flags.append("never_left")
-        else:
-            flags.append("one_sided")
-    return flags
+    main = (comps.label == comps.main) & (comps.main >= 0)
+    centre = float(np.median(V[main])) if main.any() else 0.0
+    flags = np.select(
+        [~kernel.kept, main & (np.abs(V - centre) > bound), main, comps.label >= 0,
+         indeg == 0, outdeg == 0],
+        ["dropped", "beyond_range", "", "other_component", "never_entered", "never_left"],
+        default="one_sided",
+    )
+    return flags.tolist()
 
 
 def _gauge_shift(V: np.ndarray, members: np.ndarray, reference: int | None) -> np.ndarray:

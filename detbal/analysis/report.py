@@ -187,7 +187,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
         "States: " + ", ".join(f"{k}: {v}" for k, v in sorted(s["flags"].items())) + ".",
         "Flagged states are beyond the measurable range (never entered, never left, on no"
         " observed cycle, in another component, or further than log(total attempts) from the"
-        " gauge) and get no number in potential.csv.", "",
+        " median of the main component) and get no number in potential.csv.", "",
     ]
     if top_states:
         lines += ["Lowest-potential identifiable states:", "", "| state | beta V | stderr | attempts |",
