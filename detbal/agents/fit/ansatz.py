@@ -104,6 +104,8 @@ class _Checker:
                 raise AnsatzError(f"function {name} used without a call")
             else:
                 raise AnsatzError(f"unknown name {name!r}")
+        elif isinstance(node, ast.Attribute):
+            raise AnsatzError(f"attribute access ({ast.unparse(node)}) is not allowed")
         elif isinstance(node, ast.Constant):
             value = node.value
             spelled = ast.get_source_segment(self.text, node)

@@ -378,7 +378,11 @@ class FitSearch:
             slot.text = P.translated_ansatz(out.text)
             await self._evaluate(slot)
 
-        await asyncio.gather(*(translate(s) for s in range(min(n, len(ideas)))))
+        done = await asyncio.gather(*(translate(s) for s in range(min(n, len(ideas)))),
+                                    return_exceptions=True)
+        for outcome in done:  # after all translations have settled, so none is left running
+            if isinstance(outcome, BaseException):
+                raise outcome
         return slots
 
     async def _one_call(self, backend: Backend, example: Member, sp: SamplingParams) -> list[_Slot]:

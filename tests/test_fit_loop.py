@@ -1,0 +1,355 @@
+"""The island search: bookkeeping, escapes, stops and resume (also after kill -9).
+
+Most tests use :class:`ScriptedBackendForBookkeeping`, which answers from a fixed list
+of formulas chosen by a hash of the prompt: it tests the loop's bookkeeping only,
+not any model.  ``test_real_local_model`` runs the embedded SmolLM2 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detbal.agents.backends.base import BackendError, Completion, Message, SamplingParams
+from detbal.agents.fit import FitConfig, add_fit_arguments, config_from_args, run_fit
+from detbal.agents.fit.prompts import prompt_hash
+from detbal.errors import DetbalError
+from detbal.store import ESCAPE_CATEGORIES, RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "datasets" / "nikuradse"
+
+FORMULAS = [
+    "param1 + param2*tanh(param3*(log_v_k_nu - param4))",
+    "param1*log_v_k_nu**2 + param2*log_v_k_nu + param3",
+    "param1/(1 + exp(-param2*(log_v_k_nu - param3))) + param4",
+    "3.5*param1*log_v_k_nu",  # invalid: literal
+    "sqrt(param1*log_v_k_nu)",  # fit_failed: NaN for every start
+    "param1*log(1 + exp(param2*log_v_k_nu)) + param3",
+    "param1 + param2*arctan(param3*log_v_k_nu)",
+    "y = a*x + b",  # invalid: not an expression
+    "param1*log_v_k_nu + param2",
+]
+
+
+class ScriptedBackendForBookkeeping:
+    """Deterministic stand-in for a model, for testing the loop's bookkeeping only.
+
+    Generator prompts get 0-3 ideas picked by a CRC of the prompt and the sampling
+    seed; translator prompts get their idea's FORMULA back as ``ANSATZ: ...``.
+    """
+
+    name = "scripted"
+
+    def __init__(self, model: str = "scripted-list", delay: float = 0.0) -> None:
+        self.model = model
+        self.delay = delay
+        self.calls = 0
+
+    async def complete(self, messages: Sequence[Message], params: SamplingParams,
+                       *, key: str | None = None) -> Completion:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        prompt = messages[-1]["content"]
+        if prompt.startswith("Turn the formula"):
+            idea = prompt.split("behind it:\n", 1)[1]
+            formula = idea.split("FORMULA:", 1)[1].split("\n", 1)[0].strip() if "FORMULA:" in idea else ""
+            text = f"ANSATZ: {formula}"
+        else:
+            h = zlib.crc32(f"{prompt}|{params.seed}|{self.model}".encode())
+            n_ideas = 3 if h % 7 else h % 3  # mostly three ideas, sometimes fewer
+            label = "ANSATZ" if "ANSATZ: <expression>" in prompt else "FORMULA"
+            parts = []
+            for k in range(n_ideas):
+                f = FORMULAS[(h >> (3 * k)) % len(FORMULAS)]
+                parts.append(f"IDEA {k + 1}\nREASONING: reason {h % 1000}-{k}\n{label}: {f}")
+            text = "\n\n".join(parts) or "I am not sure."
+        return Completion(text, len(prompt) // 4, len(text) // 4, 0.001, "stop", self.model)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _data(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not (DATA / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    monkeypatch.setenv("DETBAL_DATA_DIR", str(DATA))
+
+
+def _config(**kw: Any) -> FitConfig:
+    base = dict(islands=3, cycles=2, rounds=2, per_round=3, starts=12, population=4, seed=11)
+    base.update(kw)
+    return FitConfig(**base)
+
+
+async def _bare_call(backend: Any, messages: Any, params: Any, *, key: str | None = None) -> Completion:
+    """No retries: what the loop does with whatever a call raises."""
+    return await backend.complete(messages, params, key=key)
+
+
+def _run(store: RunStore, run_id: int, backends: list[Any], cfg: FitConfig, **kw: Any) -> Any:
+    kw.setdefault("call", _bare_call)
+    return asyncio.run(run_fit(store, run_id, backends, cfg, **kw))
+
+
+def _table(store: RunStore, run_id: int) -> list[tuple[Any, ...]]:
+    return [(r["seq"], r["source"], r["target"], r["escape"], r["escape_detail"], r["raw_answer"])
+            for r in sorted(store.iter_attempts([run_id]), key=lambda r: r["seq"])]
+
+
+def _new_run(store: RunStore, cfg: FitConfig) -> int:
+    return store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
+
+
+@pytest.mark.parametrize("mode", ["two-call", "one-call"])
+def test_every_attempt_is_a_transition_or_a_categorised_escape(tmp_path: Path, mode: str) -> None:
+    cfg = _config(mode=mode)
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        ticks: list[dict[str, Any]] = []
+        res = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg,
+                   progress=lambda n=1, **pf: ticks.append(pf))
+        rows = sorted(store.iter_attempts([rid]), key=lambda r: r["seq"])
+        features = store.state_features()
+        canonical = store.state_canonical()
+    assert res.stopped is None and res.committed == res.stored == res.target == 36
+    assert len(ticks) == 36
+    assert [r["seq"] for r in rows] == list(range(36))
+    seen_escapes = set()
+    produced = {cfg.initial_ansatz: -1}
+    for r in rows:
+        p = json.loads(r["params"])
+        rnd, slot = divmod(r["seq"], 3)
+        assert (p["round"], p["slot"], p["island"]) == (rnd, slot, rnd % cfg.islands)
+        assert p["mode"] == mode and r["prompt_hash"] == prompt_hash(mode)
+        assert (r["target"] is None) != (r["escape"] is None)
+        # the example shown was the seed or produced by an earlier round
+        assert r["source"] in produced and produced[r["source"]] < 3 * rnd
+        if r["escape"] is None:
+            f = features[r["target"]]
+            assert f["dataset"] == "nikuradse_2" and 0 <= f["score"] <= 100
+            assert len(f["params"]) == f["n_params"] and f["mse"] > 0
+            assert p["fit"]["score"] == f["score"]
+            assert r["target"] in canonical
+            produced.setdefault(r["target"], r["seq"])
+        else:
+            assert r["escape"] in ESCAPE_CATEGORIES and r["escape_detail"]
+            seen_escapes.add(r["escape"])
+    assert {"invalid_ansatz", "fit_failed"} <= seen_escapes <= {"invalid_ansatz", "fit_failed", "empty"}
+    by_round: dict[int, set[str]] = {}
+    for r in rows:
+        by_round.setdefault(r["seq"] // 3, set()).add(r["source"])
+    assert all(len(s) == 1 for s in by_round.values())  # one example per round
+
+
+def test_partial_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = _config()
+    with RunStore(tmp_path / "s.db") as store:
+        ref = _new_run(store, cfg)
+        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        rid = _new_run(store, cfg)
+        first = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, attempts=20, concurrency=3)
+        assert first.stored == 20 and sorted(store.stored_seqs(rid)) == list(range(20))
+        again = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, concurrency=2)
+        assert again.committed == 16 and again.stored == 36
+        assert _table(store, rid) == _table(store, ref)
+        # nothing left to do: no model call, nothing stored
+        backend = ScriptedBackendForBookkeeping()
+        done = _run(store, rid, [backend], cfg)
+        assert done.committed == 0 and backend.calls == 0
+
+
+def test_attempts_beyond_the_planned_cycles_continue(tmp_path: Path) -> None:
+    cfg = _config(cycles=1)
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        res = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, attempts=25)
+        assert res.stored == 25 and sorted(store.stored_seqs(rid)) == list(range(25))
+
+
+def test_several_models_are_all_used(tmp_path: Path) -> None:
+    cfg = _config()
+    models = [ScriptedBackendForBookkeeping("model-a"), ScriptedBackendForBookkeeping("model-b")]
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        _run(store, rid, models, cfg)
+        used = [json.loads(r["params"])["model"] for r in store.iter_attempts([rid])]
+    counts = {m: used.count(m) for m in ("model-a", "model-b")}
+    assert min(counts.values()) >= 6
+
+
+class _Failing(ScriptedBackendForBookkeeping):
+    async def complete(self, messages: Sequence[Message], params: SamplingParams,
+                       *, key: str | None = None) -> Completion:
+        raise BackendError("HTTP 500: upstream failed", retryable=False, status=500)
+
+
+def test_failed_calls_are_api_error_escapes(tmp_path: Path) -> None:
+    cfg = _config()
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        res = _run(store, rid, [_Failing()], cfg, attempts=9)
+        rows = list(store.iter_attempts([rid]))
+    assert res.stored == 9
+    assert {r["escape"] for r in rows} == {"api_error"}
+    assert all("HTTP 500" in r["escape_detail"] for r in rows)
+    assert {r["source"] for r in rows} == {cfg.initial_ansatz}
+
+
+def test_budget_stop_stores_nothing_half_done_and_resumes(tmp_path: Path) -> None:
+    from detbal.agents.runner import Budget, call_model
+
+    cfg = _config()
+    with RunStore(tmp_path / "s.db") as store:
+        ref = _new_run(store, cfg)
+        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        rid = _new_run(store, cfg)
+        budget = Budget(max_calls=10)
+
+        async def limited(backend: Any, messages: Any, params: Any, *, key: str | None = None) -> Completion:
+            return await call_model(backend, messages, params, budget=budget, key=key)
+
+        res = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, call=limited)
+        assert res.stopped is not None and "budget" in res.stopped
+        stored = sorted(store.stored_seqs(rid))
+        assert 0 < len(stored) < 36 and len(stored) % 3 == 0  # whole rounds only
+        _run(store, rid, [ScriptedBackendForBookkeeping()], cfg)
+        assert _table(store, rid) == _table(store, ref)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    cfg = _config()
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        with pytest.raises(DetbalError, match="islands=3"):
+            _run(store, rid, [ScriptedBackendForBookkeeping()], _config(islands=4))
+
+
+def test_repopulation_reseeds_the_worst_islands_from_the_best(tmp_path: Path) -> None:
+    from detbal.agents.fit.loop import FitSearch, Member
+
+    cfg = _config(islands=4, repopulate_fraction=0.5)
+    with RunStore(tmp_path / "s.db") as store:
+        search = FitSearch(store, _new_run(store, cfg), [ScriptedBackendForBookkeeping()], cfg)
+        scores = [30.0, 55.0, 10.0, 20.0]
+        search.islands = [[Member(f"s{i}", sc, 1.0, (), "", i)] for i, sc in enumerate(scores)]
+        search._repopulate()
+        assert [pop[0].text for pop in search.islands] == ["s0", "s1", "s1", "s1"]
+
+
+def test_cli_options_and_config() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=0)  # the runner's own option is left alone
+    add_fit_arguments(parser)
+    args = parser.parse_args(["--islands", "4", "--fit-mode", "one-call", "--starts", "50",
+                              "--dataset", "nikuradse_1", "--seed", "7", "--data-dir", "/x"])
+    cfg = config_from_args(args)
+    assert (cfg.islands, cfg.mode, cfg.starts, cfg.dataset, cfg.seed, cfg.data_dir) == (
+        4, "one-call", 50, "nikuradse_1", 7, "/x")
+    assert cfg.cycles == 30 and cfg.rounds == 10 and cfg.per_round == 3
+    assert FitConfig.from_mapping(cfg.as_dict()) == cfg
+    with pytest.raises(DetbalError):
+        FitConfig(mode="three-call")
+
+
+def test_nikuradse_1_runs_with_its_own_variables(tmp_path: Path) -> None:
+    cfg = _config(dataset="nikuradse_1", islands=1, cycles=1, rounds=1)
+    with RunStore(tmp_path / "s.db") as store:
+        rid = _new_run(store, cfg)
+        res = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg)
+        rows = list(store.iter_attempts([rid]))
+    assert res.stored == 3
+    assert rows[0]["source"] == "param1*r_k + param2*log_Re + param3"
+    # the scripted formulas use log_v_k_nu, which nikuradse_1 does not have
+    assert all(r["escape"] in ("invalid_ansatz", "fit_failed", "empty") for r in rows)
+
+
+# -- kill -9 ---------------------------------------------------------------------
+
+def _child(db: str) -> None:
+    """Run in a subprocess: the whole run, slowly, until killed."""
+    os.environ["DETBAL_DATA_DIR"] = str(DATA)
+    cfg = _config()
+    with RunStore(db) as store:
+        asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.15)], cfg,
+                            concurrency=2, call=_bare_call))
+
+
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    cfg = _config()
+    db = tmp_path / "killed.db"
+    ref_db = tmp_path / "ref.db"
+    with RunStore(db) as store:
+        assert _new_run(store, cfg) == 1
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, __file__, str(db)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        n = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            with RunStore(db) as store:
+                n = len(store.stored_seqs(1))
+            if n >= 10:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with RunStore(db) as store:
+        before = store.stored_seqs(1)
+        assert 10 <= len(before) < 36
+        res = _run(store, 1, [ScriptedBackendForBookkeeping()], cfg)
+        assert res.stored == 36 and res.committed == 36 - len(before)
+        got = _table(store, 1)
+    with RunStore(ref_db) as store:
+        ref = _new_run(store, cfg)
+        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        want = _table(store, ref)
+    assert got == want
+
+
+# -- a real model ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_local_model(tmp_path: Path) -> None:
+    """SmolLM2-135M (embedded, llama.cpp): every answer ends as a transition or a categorised escape."""
+    pytest.importorskip("llama_cpp")
+    local = pytest.importorskip("detbal.agents.backends.local")
+    try:
+        backend = local.LocalBackend(n_threads=2)
+    except DetbalError as exc:
+        pytest.skip(str(exc))
+    cfg = FitConfig(islands=1, cycles=1, rounds=1, mode="one-call", max_tokens=96, starts=20, seed=1)
+    with RunStore(tmp_path / "s.db") as store:
+        rid = store.create_run("fit", backend.model, "local", {"fit": cfg.as_dict()})
+        res = asyncio.run(run_fit(store, rid, [backend], cfg))
+        rows = list(store.iter_attempts([rid]))
+    asyncio.run(backend.aclose())
+    assert res.stored == 3 and sorted(r["seq"] for r in rows) == [0, 1, 2]
+    assert rows[0]["completion_tokens"] and rows[0]["prompt_tokens"]
+    for r in rows:
+        assert (r["target"] is None) != (r["escape"] is None)
+        assert r["escape"] is None or r["escape"] in ("empty", "invalid_ansatz", "fit_failed")
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
