@@ -268,3 +268,14 @@ def test_source_cut_kernel_keeps_edges_into_unsourced_states() -> None:
     c = counts.states.index("C")
     e = int(np.flatnonzero(alls.dst == c)[0])
     assert alls.T[e] == pytest.approx(1 / 3)
+
+
+def test_load_run_targets(tmp_path: object) -> None:
+    path = tmp_path / "t.csv"  # type: ignore[operator]
+    path.write_text("source,target,count\nparam1,param2,3\nparam2,param1,2\nparam2,param3,1\nparam1,param2*log_v_k_nu,1\n")
+    kept, F = load_run(path)
+    alls, G = load_run(path, targets="all")
+    assert F.kind == "ansatz" and F.states == kept.states == alls.states
+    assert len(alls.src) > len(kept.src)
+    with pytest.raises(DetbalError, match="targets"):
+        load_run(path, targets="some")  # type: ignore[arg-type]

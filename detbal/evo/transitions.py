@@ -134,16 +134,16 @@ def load_run(
     kind: Literal["words", "ansatz", "auto"] = "auto",
     mode: TokenMode = "fixed",
     target_sum: int = 100,
-    targets: Literal["all", "kept"] = "all",
+    targets: Literal["kept", "all"] = "kept",
     stored_features: bool = True,
     progress: Progress | None = None,
 ) -> tuple[Kernel, FeatureMatrix]:
     """Kernel and features of the states of a run store or transitions file.
 
-    ``targets="all"`` (default) keeps every edge out of a source that passes the
-    N0 cut (:func:`source_cut_kernel`, the published objective); ``"kept"`` also
-    drops edges into states that fail it (:func:`estimate_kernel`, as the
-    least-action fit needs).  The feature matrix has one row per
+    ``targets="kept"`` (default) is :func:`estimate_kernel`: edges into states that
+    fail the N0 cut are dropped too, as the least-action fit expects;
+    ``targets="all"`` keeps every edge out of a source that passes the cut
+    (:func:`source_cut_kernel`, the published explicit-potential objective).  The feature matrix has one row per
     ``kernel.states`` entry, in that order.
     With ``stored_features``, numeric features the store recorded per state
     (for instance a letter sum) are appended as ``stored_<key>`` columns (0 where
