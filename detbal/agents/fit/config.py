@@ -43,7 +43,7 @@ class FitConfig:
     repopulate_every: int = 1
     repopulate_fraction: float = 0.25
     starts: int = 100
-    fit_maxiter: int = 500
+    fit_maxiter: int = 300
     mode: str = "two-call"
     seed: int = 0
     temperature: float = 1.0

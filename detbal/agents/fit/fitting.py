@@ -19,6 +19,7 @@ scores 20 and a 10^4-fold smaller MSE scores 80.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import zlib
@@ -145,6 +146,24 @@ class _LbfgsbState:
                self.task, self.lsave, self.isave, self.dsave, maxls, self.ln_task)
 
 
+@lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """A threadpoolctl controller (after SciPy's BLAS is loaded), or None without threadpoolctl."""
+    try:
+        from scipy.optimize import _lbfgsb  # type: ignore[attr-defined]  # noqa: F401 (loads BLAS)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        log.debug("threadpoolctl missing: set OPENBLAS_NUM_THREADS=1 for fast fits")
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """Context: BLAS on one thread.  L-BFGS-B's tiny BLAS calls are ~400x slower multi-threaded."""
+    ctl = _blas_controller()
+    return ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()
+
+
 def _lockstep(
     setulb: Any, compiled: CompiledAnsatz, X: np.ndarray, y: np.ndarray, P0: np.ndarray,
     lo: float, hi: float, maxiter: int, maxfun: int,
@@ -240,14 +259,17 @@ def fit_parameters(
     starts: int = 100,
     seed: int | list[int] = 0,
     bounds: tuple[float, float] = BOUNDS,
-    maxiter: int = 500,
-    maxfun: int = 1500,
+    maxiter: int = 300,
+    maxfun: int | None = None,
     lockstep: bool | None = None,
 ) -> FitResult:
     """Best of ``starts`` L-BFGS-B runs from uniform points in ``bounds``; raise :class:`FitFailed` if none is finite.
 
-    ``lockstep=None`` uses the vectorised lock-step driver when available.
+    ``maxiter`` bounds each start's iterations and ``maxfun`` (default ``3 * maxiter``)
+    its function evaluations; ``lockstep=None`` uses the vectorised lock-step driver
+    when available.
     """
+    maxfun = 3 * maxiter if maxfun is None else maxfun
     X = np.atleast_2d(np.asarray(X, dtype=float))
     y = np.asarray(y, dtype=float)
     K = compiled.n_params
@@ -259,13 +281,14 @@ def fit_parameters(
         return FitResult(params=(), mse=mse, n_starts=1, n_finite=1, n_evaluations=1)
     rng = np.random.default_rng(seed)
     P0 = rng.uniform(lo, hi, size=(starts, K))
-    setulb = _setulb() if lockstep in (None, True) else None
-    if lockstep and setulb is None:
-        raise RuntimeError("the lock-step L-BFGS-B driver is not available with this SciPy")
-    if setulb is not None:
-        best_x, _, n_eval = _lockstep(setulb, compiled, X, y, P0, lo, hi, maxiter, maxfun)
-    else:
-        best_x, _, n_eval = _sequential(compiled, X, y, P0, lo, hi, maxiter, maxfun)
+    with _one_blas_thread():
+        setulb = _setulb() if lockstep in (None, True) else None
+        if lockstep and setulb is None:
+            raise RuntimeError("the lock-step L-BFGS-B driver is not available with this SciPy")
+        if setulb is not None:
+            best_x, _, n_eval = _lockstep(setulb, compiled, X, y, P0, lo, hi, maxiter, maxfun)
+        else:
+            best_x, _, n_eval = _sequential(compiled, X, y, P0, lo, hi, maxiter, maxfun)
     best_x = np.clip(best_x, lo, hi)
     mse = _mse_at(compiled, X, y, best_x)  # recomputed plainly at each start's best point
     n_finite = int(np.sum(np.isfinite(mse)))
