@@ -68,6 +68,8 @@ def register(sub: Any) -> None:
     demo.add_argument("--instances", type=int, default=2, help="model instances (default 2)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--strict", action="store_true", help="strict letter sums (not relaxed)")
+    demo.add_argument("--prompt", metavar="FILE",
+                      help="prompt template (default: the packaged words_small.txt)")
     demo.set_defaults(handler=_demo)
 
 
@@ -391,7 +393,7 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "words.sqlite"
     backend = LocalBackend(n_threads=args.threads, n_instances=args.instances)
-    template = PromptTemplate.load()
+    template = PromptTemplate.load(args.prompt) if args.prompt else PromptTemplate.packaged("words_small.txt")
     config = WordsConfig(relaxed=not args.strict, seed=args.seed,
                          sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=8))
     run_config = config.as_config() | {"prompt_hash": template.sha256, "prompt_file": template.source,

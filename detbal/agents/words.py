@@ -100,11 +100,16 @@ class PromptTemplate:
         return cls(messages=out, sha256=hashlib.sha256(raw).hexdigest(), source=source)
 
     @classmethod
+    def packaged(cls, name: str = "words.txt") -> PromptTemplate:
+        """A template shipped in ``detbal/agents/prompts/``."""
+        raw = importlib.resources.files("detbal.agents").joinpath(f"prompts/{name}").read_bytes()
+        return cls.parse(raw, f"detbal/agents/prompts/{name}")
+
+    @classmethod
     def load(cls, path: str | Path | None = None) -> PromptTemplate:
         """``path``, or the packaged default ``detbal/agents/prompts/words.txt``."""
         if path is None:
-            raw = importlib.resources.files("detbal.agents").joinpath("prompts/words.txt").read_bytes()
-            return cls.parse(raw, "detbal/agents/prompts/words.txt")
+            return cls.packaged()
         p = Path(path)
         try:
             raw = p.read_bytes()
