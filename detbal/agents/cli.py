@@ -7,6 +7,7 @@ import asyncio
 import json
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,11 @@ def register(sub: Any) -> None:
         "fit", help="symbolic-fitting agent on Nikuradse data (island search)",
         description="States are ansatz strings; each round asks the model for new ansatzes.",
     )
-    _add_common(fit)
+    _add_common(fit, attempts_required=False)
     fit_module = _fit_module()
-    if fit_module is not None and hasattr(fit_module, "add_arguments"):
-        fit_module.add_arguments(fit.add_argument_group("fit task"))
-    fit.set_defaults(handler=_run_fit, max_tokens_default=512)
+    if fit_module is not None and hasattr(fit_module, "add_fit_arguments"):
+        fit_module.add_fit_arguments(fit.add_argument_group("fit task"))
+    fit.set_defaults(handler=_run_fit, max_tokens_default=400)
 
     runs = sub.add_parser("runs", help="list the runs in a store with their totals")
     runs.add_argument("store", help="run store (.sqlite)")
@@ -78,14 +79,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> None:
     p.add_argument("--store", required=True, help="run store (SQLite, created if missing)")
-    p.add_argument("--attempts", type=int, required=True, help="run until this many attempts are stored")
+    p.add_argument("--attempts", type=int, required=attempts_required,
+                   help="run until this many attempts are stored"
+                   + ("" if attempts_required else " (default: the planned search)"))
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local (embedded SmolLM2, default), openai (any OpenAI-compatible server),"
                    " replay (answers already in a store)")
-    g.add_argument("--model", help="model name (openai); default from --config or OPENAI_MODEL")
+    g.add_argument("--model", help="model name (openai); default from --config or OPENAI_MODEL;"
+                   " the fit task takes several, comma-separated")
     g.add_argument("--base-url", help="endpoint, e.g. http://127.0.0.1:8000/v1 (default OPENAI_BASE_URL)")
     g.add_argument("--config", metavar="FILE", help="TOML/JSON with model, base_url, api_key_env, api_key")
     g.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key"
@@ -131,6 +135,20 @@ def _fit_module() -> Any:
     return fit_module
 
 
+def make_backends(args: argparse.Namespace, task: str, *, several: bool = False) -> list[Any]:
+    """The backends the flags ask for (several only for ``--model a,b`` with ``several``)."""
+    if args.backend == "openai":
+        from detbal.agents.backends.openai_compat import OpenAIBackend, OpenAISettings
+
+        names = [m.strip() for m in (args.model or "").split(",") if m.strip()] if several else []
+        if len(names) > 1:
+            return [OpenAIBackend(OpenAISettings.resolve(
+                model=name, base_url=args.base_url, api_key=args.api_key,
+                api_key_env=args.api_key_env, config=args.config), timeout_s=args.timeout)
+                for name in names]
+    return [make_backend(args, task)]
+
+
 def make_backend(args: argparse.Namespace, task: str) -> Any:
     """The backend the flags ask for."""
     if args.backend == "local":
@@ -160,7 +178,7 @@ def make_backend(args: argparse.Namespace, task: str) -> Any:
 
 
 def _check_common(args: argparse.Namespace) -> None:
-    if args.attempts < 0:
+    if args.attempts is not None and args.attempts < 0:
         raise DetbalError("--attempts must be >= 0")
     if args.concurrency < 1:
         raise DetbalError("--concurrency must be >= 1")
@@ -216,10 +234,10 @@ def _words_session(args: argparse.Namespace, template: Any, config: Any, cfg: di
 
     config = replace(config, seed=int(cfg["seed"]))
 
-    async def session(store: Any, run_id: int, backend: Any, policy: Any, budget: Any,
+    async def session(store: Any, run_id: int, backends: Any, policy: Any, budget: Any,
                       progress: Any) -> Any:
         result, agent = await run_words(
-            store, run_id, backend, config, attempts=args.attempts, template=template,
+            store, run_id, backends[0], config, attempts=args.attempts, template=template,
             concurrency=args.concurrency, policy=policy, budget=budget, progress=progress)
         return result, {"valid states": len(agent.found)}
 
@@ -227,12 +245,19 @@ def _words_session(args: argparse.Namespace, template: Any, config: Any, cfg: di
 
 
 def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str, Any],
-             identity: tuple[str, ...], make_session: Any) -> int:
-    """Shared driver of ``run words`` and ``run fit``: run lookup, budget, progress, summary."""
+             identity: tuple[str, ...], make_session: Any, *, several: bool = False) -> int:
+    """Shared driver of ``run words`` and ``run fit``: run lookup, budget, progress, summary.
+
+    ``make_session(config)`` returns ``async session(store, run_id, backends, policy,
+    budget, progress) -> (result, extra)``; ``result`` has ``committed``,
+    ``stopped``, ``interrupted`` and ``elapsed_s``.
+    """
     from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
     from detbal.store import RunStore
 
-    backend = make_backend(args, task)
+    backends = make_backends(args, task, several=several)
+    backend = backends[0]
+    model = ",".join(b.model for b in backends)
     describe = getattr(backend, "describe", lambda: {})()
     config = dict(task_config) | {f"backend_{k}": v for k, v in describe.items()}
     config["base_url"] = describe.get("base_url")
@@ -242,7 +267,7 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
         config["price_output"] = args.price_output
     with RunStore(args.store) as store:
         run_id, config, created = open_run(
-            store, task, backend.name, backend.model, config, identity=identity,
+            store, task, backend.name, model, config, identity=identity,
             run_id=args.run, new=args.new_run)
         done = len(store.stored_seqs(run_id))
         calls, ptok, ctok = stored_usage(store, run_id)
@@ -254,15 +279,16 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
                         prompt_tokens=ptok, completion_tokens=ctok)
         policy = CallPolicy(retries=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
         ui.note(f"{'new' if created else 'continuing'} run {run_id} ({task}, {backend.name}"
-                f" {backend.model}, seed {config.get('seed')}): {done} of {args.attempts}"
+                f" {model}, seed {config.get('seed')}): {done} of {args.attempts or 'planned'}"
                 " attempts stored")
         session = make_session(config)
-        with ui.progress(total=args.attempts, desc=f"run {run_id}", unit="att") as progress:
+        total = args.attempts if args.attempts is not None else config.get("planned_attempts")
+        with ui.progress(total=total, desc=f"run {run_id}", unit="att") as progress:
             if done:
-                progress(min(done, args.attempts))
+                progress(min(done, total) if total else done)
             try:
                 result, extra = asyncio.run(
-                    _with_close(backend, session(store, run_id, backend, policy, budget, progress)))
+                    _with_close(backends, session(store, run_id, backends, policy, budget, progress)))
             except KeyboardInterrupt:  # no signal handler (not the main thread)
                 ui.note(f"interrupted; to continue: {_resume_hint()}")
                 return 130
@@ -270,7 +296,7 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
         summary = next(s for s in store.run_summaries() if s.run.id == run_id)
     cost = f", cost {budget.cost:.4f}" if (pin or pout) else ""
     escapes = ", ".join(f"{k} {v}" for k, v in summary.escape_counts.items()) or "none"
-    ui.echo(f"run {run_id}: {stored}/{args.attempts} attempts stored ({result.committed} this time,"
+    ui.echo(f"run {run_id}: {stored}/{total} attempts stored ({result.committed} this time,"
             f" {result.elapsed_s:.1f} s); {summary.transitions} transitions, "
             + ", ".join(f"{k} {v}" for k, v in extra.items())
             + f"; escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
@@ -283,11 +309,12 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
     return 0
 
 
-async def _with_close(backend: Any, coro: Any) -> Any:
+async def _with_close(backends: Any, coro: Any) -> Any:
     try:
         return await coro
     finally:
-        await backend.aclose()
+        for b in backends if isinstance(backends, (list, tuple)) else [backends]:
+            await b.aclose()
 
 
 def _skip_replayed(store: Any, run_id: int, backend: Any) -> None:
@@ -307,25 +334,43 @@ def _skip_replayed(store: Any, run_id: int, backend: Any) -> None:
 
 
 def _run_fit(args: argparse.Namespace, ui: Any) -> int:
+    import functools
+
     fit_module = _fit_module()
-    entry = getattr(fit_module, "run_fit", None) if fit_module is not None else None
-    if entry is None:
-        raise DetbalError("the fit task is not available in this build (detbal.agents.fit.run_fit)")
+    if fit_module is None or not hasattr(fit_module, "run_fit"):
+        raise DetbalError("the fit task is not available in this build (detbal.agents.fit)")
+    from detbal.agents.runner import call_model
+
     _check_common(args)
-    task_config = dict(fit_module.task_config(args)) | {"seed": args.seed}
-    identity = tuple(getattr(fit_module, "IDENTITY", ())) + ("seed", "temperature", "top_p",
-                                                              "max_tokens", "base_url")
+    fit_config = fit_module.config_from_args(args)
+    structural = {k: getattr(fit_config, k) for k in fit_module.FitConfig.STRUCTURAL}
+    task_config = {"fit": fit_config.as_dict(), "fit_structure": structural,
+                   "seed": fit_config.seed, "temperature": fit_config.temperature,
+                   "top_p": fit_config.top_p, "planned_attempts": fit_config.planned_attempts}
+    identity = ("fit_structure", "temperature", "top_p", "base_url")
 
     def make_session(cfg: dict[str, Any]) -> Any:
-        async def session(store: Any, run_id: int, backend: Any, policy: Any, budget: Any,
+        async def session(store: Any, run_id: int, backends: Any, policy: Any, budget: Any,
                           progress: Any) -> Any:
-            return await entry(store, run_id, backend, args=args, config=cfg,
-                               sampling=_sampling(args), policy=policy, budget=budget,
-                               progress=progress)
+            call = functools.partial(call_model, policy=policy, budget=budget)
+            r = await fit_module.run_fit(
+                store, run_id, backends, fit_config, attempts=args.attempts,
+                concurrency=args.concurrency, progress=progress, call=call, handle_signals=True)
+            result = _FitOutcome(committed=r.committed, stopped=r.stopped,
+                                 interrupted=r.stopped == "interrupted", elapsed_s=r.elapsed_s)
+            return result, {"best score": f"{r.best_score:.1f}", "best ansatz": r.best_ansatz}
 
         return session
 
-    return run_task(args, ui, "fit", task_config, identity, make_session)
+    return run_task(args, ui, "fit", task_config, identity, make_session, several=True)
+
+
+@dataclass(frozen=True)
+class _FitOutcome:
+    committed: int
+    stopped: str | None
+    interrupted: bool
+    elapsed_s: float
 
 
 # -- runs -----------------------------------------------------------------------------
