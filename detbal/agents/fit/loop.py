@@ -301,7 +301,8 @@ class FitSearch:
         try:
             return await self._call(backend, messages, params, key)
         except self._stop_excs as exc:
-            self._request_stop(f"{type(exc).__name__}: {exc}")
+            reason = getattr(exc, "reason", None)  # runner.BudgetExhausted: "call budget reached ..."
+            self._request_stop(reason if isinstance(reason, str) else f"backend stopped: {exc}")
             raise _RoundAborted() from exc
         except BackendError as exc:
             return exc

@@ -7,7 +7,8 @@ mode uses, joined by a NUL byte (generator then translator in two-call mode).
 Answers are free text; they are cut into ideas at lines ``IDEA <n>`` (or, without
 such lines, after each ``FORMULA:``/``ANSATZ:`` line).  The ansatz itself is taken
 from the last ``ANSATZ:`` (one-call: also ``FORMULA:``) label; only wrapping
-backticks/quotes and a trailing ``.``/``;`` are removed.  Everything else is left to
+backticks/quotes, a trailing ``;`` and a full stop
+(not after a number) are removed.  Everything else is left to
 the strict validator, whose rejections are recorded as escapes.
 """
 
@@ -93,16 +94,24 @@ _FORMULA = _label_re("formula", "ansatz")
 _ANSATZ = _label_re("ansatz")
 
 
+_LAST_WORD = re.compile(r"[A-Za-z_0-9]+$")
+
+
+def _ends_with_number(s: str) -> bool:
+    m = _LAST_WORD.search(s.rstrip())
+    return bool(m and m.group().isdigit())
+
+
 def clean_expression(s: str) -> str:
-    """Strip whitespace, wrapping backticks/quotes/``$``, and one trailing ``.`` or ``;``."""
+    """Strip whitespace, wrapping backticks/quotes/``$``, a trailing ``;`` and a full stop not after a number."""
     s = s.strip()
     for _ in range(3):
         old = s
         s = s.strip().strip("`").strip()
         if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'$":
             s = s[1:-1].strip()
-        if s.endswith((".", ";")):
-            s = s[:-1].rstrip()
+        if s.endswith(";") or (s.endswith(".") and not _ends_with_number(s[:-1])):
+            s = s[:-1].rstrip()  # a sentence's full stop; "1." (a list number) is left alone
         if s == old:
             break
     return s
