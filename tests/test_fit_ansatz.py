@@ -160,3 +160,17 @@ def test_values_outside_the_domain_are_nan_not_errors() -> None:
     c = compile_ansatz(validate_ansatz("sqrt(param1*log_v_k_nu) + log(param2)"))
     out = c.value(np.array([[-1.0, 1.0]]), np.array([[1.0, -1.0]]))
     assert np.all(np.isnan(out))
+
+
+@pytest.mark.parametrize("text", EXPRESSIONS + ["log_v_k_nu", "param1*param1*log_v_k_nu - param1"])
+def test_reverse_mode_mse_gradient_matches_the_jacobian(text: str) -> None:
+    rng = np.random.default_rng(2)
+    X = np.linspace(-0.1, 3.5, 37)[None, :]
+    y = np.cos(X[0])
+    c = compile_ansatz(validate_ansatz(text))
+    P = rng.uniform(0.3, 0.9, size=(4, c.n_params))
+    mse, grad = c.mse_and_gradient(X, y, P)
+    f, J = c.value_and_jacobian(X, P)
+    r = f - y
+    np.testing.assert_allclose(mse, np.mean(r * r, axis=1), rtol=1e-13)
+    np.testing.assert_allclose(grad, (2 / 37) * np.einsum("ksn,sn->sk", J, r), rtol=1e-9, atol=1e-12)

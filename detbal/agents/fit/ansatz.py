@@ -10,7 +10,9 @@ agent records it as the escape ``invalid_ansatz``).
 A validated ansatz compiles once into a vectorised function ``f(X, P)``: ``X`` has shape
 ``(n_features, n)``, ``P`` shape ``(S, K)`` (``S`` parameter vectors at once) and the
 result shape ``(S, n)``.  :meth:`CompiledAnsatz.value_and_jacobian` evaluates the same
-code on forward-mode dual numbers, giving ``f`` and ``df/dparam_j`` exactly.
+code on forward-mode dual numbers, giving ``f`` and ``df/dparam_j`` exactly;
+:meth:`CompiledAnsatz.mse_and_gradient` (used by the fit) gets the MSE and its exact
+gradient by one forward and one reverse sweep over a tape of numpy operations.
 """
 
 from __future__ import annotations
@@ -353,6 +355,7 @@ class CompiledAnsatz:
 
     ansatz: Ansatz
     code: Any = field(repr=False)
+    tape: tuple[tuple[Any, ...], ...] = field(default=(), repr=False)
 
     @property
     def n_params(self) -> int:
@@ -393,6 +396,162 @@ class CompiledAnsatz:
                 J = np.zeros((K, S, n))
         return f, J
 
+    def mse_and_gradient(self, X: np.ndarray, y: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MSE per parameter vector (shape ``(S,)``) and its exact gradient (``(S, K)``), by reverse mode.
+
+        ``MSE = mean_i (f_i - y_i)^2`` and ``dMSE/dp_j = (2/n) sum_i (f_i - y_i) df_i/dp_j``; one
+        forward and one backward sweep over the tape, whatever ``K`` is.
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        P = np.atleast_2d(np.asarray(params, dtype=float))
+        S, K = P.shape
+        n = X.shape[1]
+        with np.errstate(all="ignore"):
+            vals = _forward(self.tape, X, P)
+            r = np.broadcast_to(vals[-1], (S, n)) - y
+            mse = np.mean(r * r, axis=1)
+            if K == 0 or not self.tape[-1][4]:
+                return mse, np.zeros((S, K))
+            grad = _backward(self.tape, vals, (2.0 / n) * r, K)
+        return mse, grad
+
+
+
+# -- reverse mode: a tape of numpy operations ------------------------------------
+
+_VALUE_FUNCS = {name: getattr(_NumpyOps, name) for name in FUNCTIONS}
+
+
+def _dfn(name: str, u: Any, v: Any) -> Any:
+    """d name(u) / du, given u and v = name(u)."""
+    if name == "sin":
+        return np.cos(u)
+    if name == "cos":
+        return -np.sin(u)
+    if name == "tan":
+        return 1.0 + v * v
+    if name == "arcsin":
+        return 1.0 / np.sqrt(1.0 - u * u)
+    if name == "arccos":
+        return -1.0 / np.sqrt(1.0 - u * u)
+    if name == "arctan":
+        return 1.0 / (1.0 + u * u)
+    if name == "tanh":
+        return 1.0 - v * v
+    if name == "log":
+        return 1.0 / u
+    if name == "log10":
+        return 1.0 / (u * _LN10)
+    if name == "exp":
+        return v
+    if name == "square":
+        return 2.0 * u
+    if name == "sqrt":
+        return 0.5 / v
+    return np.sign(u)  # abs
+
+
+def _build_tape(node: ast.expr, variables: Sequence[str], tape: list[tuple[Any, ...]]) -> int:
+    """Append ``node``'s operations to ``tape`` (post-order); return the index of its result.
+
+    Entries: ``(kind, arg, a, b, depends_on_params)`` with kind one of x p c + - * / ** neg fn.
+    """
+    if isinstance(node, ast.BinOp):
+        a = _build_tape(node.left, variables, tape)
+        b = _build_tape(node.right, variables, tape)
+        kind = _BINOPS[type(node.op)]
+        tape.append((kind, None, a, b, tape[a][4] or tape[b][4]))
+    elif isinstance(node, ast.UnaryOp):
+        a = _build_tape(node.operand, variables, tape)
+        tape.append(("neg", None, a, -1, tape[a][4]))
+    elif isinstance(node, ast.Call):
+        a = _build_tape(node.args[0], variables, tape)
+        tape.append(("fn", node.func.id, a, -1, tape[a][4]))  # type: ignore[attr-defined]
+    elif isinstance(node, ast.Name):
+        if node.id in variables:
+            tape.append(("x", list(variables).index(node.id), -1, -1, False))
+        elif node.id in NAMED_CONSTANTS:
+            tape.append(("c", NAMED_CONSTANTS[node.id], -1, -1, False))
+        else:
+            tape.append(("p", _param_index(node.id) - 1, -1, -1, True))  # type: ignore[operator]
+    else:
+        tape.append(("c", float(node.value), -1, -1, False))  # type: ignore[attr-defined]
+    return len(tape) - 1
+
+
+def _forward(tape: Sequence[tuple[Any, ...]], X: np.ndarray, P: np.ndarray) -> list[Any]:
+    vals: list[Any] = []
+    for kind, arg, a, b, _dep in tape:
+        if kind == "x":
+            v = X[arg]
+        elif kind == "p":
+            v = P[:, arg : arg + 1]
+        elif kind == "c":
+            v = arg
+        elif kind == "+":
+            v = vals[a] + vals[b]
+        elif kind == "-":
+            v = vals[a] - vals[b]
+        elif kind == "*":
+            v = vals[a] * vals[b]
+        elif kind == "/":
+            v = vals[a] / vals[b]
+        elif kind == "**":
+            v = vals[a] ** vals[b]
+        elif kind == "neg":
+            v = -vals[a]
+        else:
+            v = _VALUE_FUNCS[arg](vals[a])
+        vals.append(v)
+    return vals
+
+
+def _backward(tape: Sequence[tuple[Any, ...]], vals: list[Any], g_out: np.ndarray, K: int) -> np.ndarray:
+    """Reverse sweep: ``sum_i g_out[s, i] * d f[s, i] / d param_j`` for every start s (shape ``(S, K)``)."""
+    S = g_out.shape[0]
+    grad = np.zeros((S, K))
+    adj: list[Any] = [None] * len(tape)
+    adj[-1] = g_out
+
+    def push(i: int, g: Any) -> None:
+        if tape[i][4]:
+            adj[i] = g if adj[i] is None else adj[i] + g
+
+    for k in range(len(tape) - 1, -1, -1):
+        g = adj[k]
+        if g is None:
+            continue
+        adj[k] = None
+        kind, arg, a, b, _dep = tape[k]
+        if kind == "p":
+            grad[:, arg] += np.broadcast_to(g, g_out.shape).sum(axis=1)
+        elif kind == "+":
+            push(a, g)
+            push(b, g)
+        elif kind == "-":
+            push(a, g)
+            if tape[b][4]:
+                push(b, -g)
+        elif kind == "*":
+            if tape[a][4]:
+                push(a, g * vals[b])
+            if tape[b][4]:
+                push(b, g * vals[a])
+        elif kind == "/":
+            q = g / vals[b]
+            push(a, q)
+            if tape[b][4]:
+                push(b, -q * vals[k])
+        elif kind == "**":
+            if tape[a][4]:
+                push(a, g * (vals[b] * vals[a] ** (vals[b] - 1.0)))
+            if tape[b][4]:
+                push(b, g * (vals[k] * np.log(vals[a])))
+        elif kind == "neg":
+            push(a, -g)
+        elif kind == "fn":
+            push(a, g * _dfn(arg, vals[a], vals[k]))
+    return grad
 
 def compile_ansatz(ansatz: Ansatz) -> CompiledAnsatz:
     """Compile a validated :class:`Ansatz` to a :class:`CompiledAnsatz` (no re-validation)."""
@@ -401,4 +560,6 @@ def compile_ansatz(ansatz: Ansatz) -> CompiledAnsatz:
     body = _Rewrite(ansatz.variables).visit(copy.deepcopy(ansatz.tree))
     expr = ast.fix_missing_locations(ast.Expression(body))
     code = compile(expr, "<ansatz>", "eval")
-    return CompiledAnsatz(ansatz=ansatz, code=code)
+    tape: list[tuple[Any, ...]] = []
+    _build_tape(ansatz.tree, ansatz.variables, tape)
+    return CompiledAnsatz(ansatz=ansatz, code=code, tape=tuple(tape))

@@ -3,7 +3,7 @@
 For an ansatz f(x; p) with K parameters the fit minimises
 ``MSE(p) = mean_i (f(x_i; p) - y_i)^2`` over the box ``[-10, 10]^K`` from ``starts``
 uniform random points and keeps the best finite result.  Gradients are exact
-(forward-mode dual numbers, :meth:`CompiledAnsatz.value_and_jacobian`):
+(reverse mode over the compiled tape, :meth:`CompiledAnsatz.mse_and_gradient`):
 ``dMSE/dp_j = 2 mean_i (f_i - y_i) df_i/dp_j``.
 
 All starts advance in lock step: SciPy's L-BFGS-B kernel ``setulb`` is driven by
@@ -76,11 +76,7 @@ def _objective(
     compiled: CompiledAnsatz, X: np.ndarray, y: np.ndarray, P: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """MSE (shape ``(S,)``) and its gradient (shape ``(S, K)``) at ``S`` parameter vectors."""
-    f, J = compiled.value_and_jacobian(X, P)
-    with np.errstate(all="ignore"):
-        r = f - y
-        mse = np.mean(r * r, axis=1)
-        grad = (2.0 / y.shape[0]) * np.einsum("ksn,sn->sk", J, r)
+    mse, grad = compiled.mse_and_gradient(X, y, P)
     bad = ~(np.isfinite(mse) & np.all(np.isfinite(grad), axis=1))
     mse = np.where(bad, _PENALTY, mse)
     grad[bad] = 0.0
