@@ -290,7 +290,7 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
                 result, extra = asyncio.run(
                     _with_close(backends, session(store, run_id, backends, policy, budget, progress)))
             except KeyboardInterrupt:  # no signal handler (not the main thread)
-                ui.note(f"interrupted; to continue: {_resume_hint()}")
+                ui.echo(f"interrupted; to continue: {_resume_hint()}")
                 return 130
         stored = len(store.stored_seqs(run_id))
         summary = next(s for s in store.run_summaries() if s.run.id == run_id)
@@ -301,10 +301,10 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
             + ", ".join(f"{k} {v}" for k, v in extra.items())
             + f"; escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
     if result.interrupted:
-        ui.note(f"stopped by request; to continue: {_resume_hint()}")
+        ui.echo(f"stopped by request; to continue: {_resume_hint()}")
         return 130
     if result.stopped:
-        ui.note(f"stopped: {result.stopped}; to continue (with a larger budget): {_resume_hint()}")
+        ui.echo(f"stopped: {result.stopped}; to continue: {_resume_hint()}")
         return 3 if result.stopped.startswith(("call budget", "token budget", "money budget")) else 1
     return 0
 
@@ -464,7 +464,7 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
             f"escape rate {totals.escape_rate:.0%} ({result.elapsed_s:.1f} s,"
             f" {result.committed / max(result.elapsed_s, 1e-9):.1f} attempts/s this time)")
     if result.stopped:
-        ui.note(f"stopped ({result.stopped}); to continue: {_resume_hint()}")
+        ui.echo(f"stopped ({result.stopped}); to continue: {_resume_hint()}")
         return 130 if result.interrupted else 1
     try:
         from detbal.analysis.pipeline import analyze
