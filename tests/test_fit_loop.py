@@ -353,3 +353,28 @@ def test_real_local_model(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1])
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigint_stops_cleanly_and_the_run_resumes(tmp_path: Path, signals: int) -> None:
+    """One SIGINT: rounds in flight finish; a second: they are dropped. Either way whole rounds only."""
+    cfg = _config()
+    sent = []
+
+    def progress(n: int = 1, **_: Any) -> None:
+        if not sent:
+            sent.append(1)
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with RunStore(tmp_path / "s.db") as store:
+        ref = _new_run(store, cfg)
+        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        rid = _new_run(store, cfg)
+        res = _run(store, rid, [ScriptedBackendForBookkeeping(delay=0.01)], cfg, concurrency=3,
+                   progress=progress, handle_signals=True)
+        assert res.stopped == "interrupted"
+        n = len(store.stored_seqs(rid))
+        assert 3 <= n < 36 and n % 3 == 0
+        _run(store, rid, [ScriptedBackendForBookkeeping()], cfg)
+        assert _table(store, rid) == _table(store, ref)

@@ -25,7 +25,8 @@ Entry points for the command line (exact signatures)::
             # detbal.agents.runner.call_model (retries/time-out, no budget). Pass
             # functools.partial(call_model, policy=..., budget=...) for budgets.
         stop: asyncio.Event | None = None,  # set it to stop after the rounds in flight
-        handle_signals: bool = False,       # SIGINT/SIGTERM set the stop event
+        handle_signals: bool = False,       # SIGINT/SIGTERM: stop after the rounds in flight;
+                                            # a second one abandons them (nothing half-done stored)
         dataset: Dataset | None = None,     # default: load_dataset(config.dataset, config.data_dir, ...)
     ) -> FitRunResult  # committed, stored, target, stopped (None = done), best_ansatz, best_score, elapsed_s
 

@@ -235,6 +235,8 @@ class FitSearch:
         self.committed = 0
         self.escapes = 0
         self.best: Member | None = None
+        self._main: asyncio.Future[None] | None = None
+        self._abandoned = False
 
     # -- populations ---------------------------------------------------------
     def _member_from_eval(self, ev: Evaluation, reasoning: str, seq: int) -> Member:
@@ -500,6 +502,30 @@ class FitSearch:
                 return
 
     # -- the run -----------------------------------------------------------------
+    async def _cycles(self, rows: dict[int, dict[str, Any]]) -> None:
+        cfg = self.config
+        per_cycle = cfg.islands * cfg.rounds * cfg.per_round
+        n_cycles = -(-self.target // per_cycle)
+        for c in range(n_cycles):
+            tasks = [asyncio.ensure_future(self._island_cycle(c, i, rows)) for i in range(cfg.islands)]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                raise
+            if self.stop.is_set():
+                break
+            if (c + 1) % cfg.repopulate_every == 0:
+                self._repopulate()
+
+    def abandon(self) -> None:
+        """Stop now: rounds in flight are dropped (nothing half-done is stored) and re-run on resume."""
+        self._request_stop("interrupted")
+        self._abandoned = True
+        if self._main is not None:
+            self._main.cancel()
+
     async def run(self) -> FitRunResult:
         t0 = time.perf_counter()
         cfg = self.config
@@ -518,14 +544,12 @@ class FitSearch:
             self.known: dict[str, Member] = {seed_member.text: seed_member}
             self.best = seed_member
             rows = self._load_stored()
-            per_cycle = cfg.islands * cfg.rounds * cfg.per_round
-            n_cycles = -(-self.target // per_cycle)
-            for c in range(n_cycles):
-                await asyncio.gather(*(self._island_cycle(c, i, rows) for i in range(cfg.islands)))
-                if self.stop.is_set():
-                    break
-                if (c + 1) % cfg.repopulate_every == 0:
-                    self._repopulate()
+            self._main = asyncio.ensure_future(self._cycles(rows))
+            try:
+                await self._main
+            except asyncio.CancelledError:
+                if not self._abandoned:
+                    raise
         finally:
             self._executor.shutdown(wait=True)
         stored = sum(1 for s in self.store.stored_seqs(self.run_id) if s < self.target)
@@ -573,8 +597,12 @@ async def run_fit(
     installed: list[int] = []
     if handle_signals:
         def on_signal(name: str) -> None:
-            log.warning("%s: stopping after the rounds in flight", name)
-            search._request_stop("interrupted")
+            if search.stop.is_set():
+                log.warning("%s again: abandoning the rounds in flight", name)
+                search.abandon()
+            else:
+                log.warning("%s: stopping after the rounds in flight (again: abandon them)", name)
+                search._request_stop("interrupted")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
