@@ -479,5 +479,63 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
         ui.echo(format_summary(summary, analysis_dir))
     except ImportError:  # pragma: no cover
         pass
-    ui.echo(f"report: {analysis_dir / 'report.md'}")
+    readme = write_demo_readme(out, store_path, run_id, template, config, backend.model, summary)
+    ui.echo(f"report: {readme} (analysis: {analysis_dir / 'report.md'})")
     return 0
+
+
+def write_demo_readme(out: Path, store_path: Path, run_id: int, template: Any, config: Any,
+                      model: str, summary: dict[str, Any]) -> Path:
+    """A page for newcomers: what ran, what the model produced, where the analysis is."""
+    from collections import Counter
+
+    from detbal.agents.words import letter_sum
+    from detbal.store import RunStore
+
+    with RunStore(store_path, create=False) as store:
+        rows = list(store.iter_attempts([run_id]))
+    n = len(rows)
+    escapes = Counter(r["escape"] for r in rows if r["escape"])
+    targets = Counter(r["target"] for r in rows if r["target"])
+    found = set(targets)
+    on_target = [w for w in found if letter_sum(w) == config.target]
+    hits = sum(c for w, c in targets.items() if letter_sum(w) == config.target)
+    lines = [
+        "# detbal demo: conditioned word generation on an embedded model",
+        "",
+        f"Model: `{model}` (llama.cpp, on this machine).  Task: from a word of letter value"
+        f" {config.target} (A=1 ... Z=26), ask for another one; start from {config.seed_word}, draw"
+        " each prompt word uniformly from the words found so far.",
+        f"Mode: {'relaxed (any alphabetic word is a state; its letter sum is recorded)' if config.relaxed else 'strict'}."
+        f"  Prompt: `{template.source}` (sha256 {template.sha256[:12]}...).  Seed {config.seed}.",
+        "",
+        "## What the model produced",
+        "",
+        f"- attempts: {n}; new states: {n - sum(escapes.values())}; escapes: {sum(escapes.values())}"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in escapes.most_common()) + ")" if escapes else ""),
+        f"- distinct words reached: {len(found)}; of them with letter sum exactly {config.target}:"
+        f" {len(on_target)}; transitions landing on such a word: {hits} of {sum(targets.values())}",
+        "- most frequent answers: " + ", ".join(f"{w} ({c}, sum {letter_sum(w)})"
+                                               for w, c in targets.most_common(8)),
+        "",
+        "A 135M-parameter model cannot do the arithmetic, which is why the demo runs in relaxed"
+        " mode with a prompt that names a few words of value 100; the measurement is the same:"
+        " which word follows which, and how often.",
+        "",
+        "## Analysis",
+        "",
+        f"Verdict: **{summary.get('verdict', 'see the report')}**.  Full report with figures:"
+        " [analysis/report.md](analysis/report.md); the potential per state is in"
+        " `analysis/potential.csv`, every attempt in `words.sqlite`.",
+        "",
+        "## Next steps",
+        "",
+        "- `detbal runs words.sqlite` lists the run; `detbal analyze words.sqlite --out DIR` re-analyses it.",
+        "- `detbal demo --attempts 2000` continues this store to more attempts.",
+        "- A real model: `detbal run words --store words.sqlite --backend openai --model NAME"
+        " --base-url URL --attempts 20000 --concurrency 16` (key from OPENAI_API_KEY).",
+        "",
+    ]
+    path = out / "README.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
