@@ -2,7 +2,10 @@
 
 Most tests use :class:`ScriptedBackendForBookkeeping`, which answers from a fixed list
 of formulas chosen by a hash of the prompt: it tests the loop's bookkeeping only,
-not any model.  ``test_real_local_model`` runs the embedded SmolLM2 model.
+not any model.  ``test_recorded_smollm2_answers`` replays real answers of the embedded
+SmolLM2-135M model recorded in ``tests/data/fit_smollm2_answers.json`` (re-record with
+``python tests/test_fit_loop.py --record``), and ``test_real_local_model`` (slow) runs
+that model live.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from detbal.agents.backends.base import BackendError, Completion, Message, SamplingParams
@@ -351,8 +353,99 @@ def test_real_local_model(tmp_path: Path) -> None:
         assert r["escape"] is None or r["escape"] in ("empty", "invalid_ansatz", "fit_failed")
 
 
+# -- real answers, recorded ---------------------------------------------------------
+
+RECORDED = REPO / "tests" / "data" / "fit_smollm2_answers.json"
+
+
+def _recording_config() -> FitConfig:
+    return FitConfig(islands=2, cycles=1, rounds=2, mode="two-call", max_tokens=160,
+                     translate_max_tokens=48, starts=20, seed=5)
+
+
+def _call_key(messages: Sequence[Message], params: SamplingParams) -> str:
+    import hashlib
+
+    blob = json.dumps([list(messages), params.as_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class RecordedSmolLM2:
+    """Real SmolLM2-135M answers, served by a hash of (messages, sampling parameters)."""
+
+    name = "recorded"
+
+    def __init__(self, path: Path = RECORDED) -> None:
+        doc = json.loads(path.read_text())
+        self.model = doc["model"]
+        self.answers = doc["answers"]
+
+    async def complete(self, messages: Sequence[Message], params: SamplingParams,
+                       *, key: str | None = None) -> Completion:
+        a = self.answers.get(_call_key(messages, params))
+        if a is None:
+            raise AssertionError("no recorded answer for this prompt: prompts or schedule changed;"
+                                 " re-record with `python tests/test_fit_loop.py --record`")
+        return Completion(a["text"], a["prompt_tokens"], a["completion_tokens"], a["latency_s"],
+                          a["finish_reason"], self.model)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _record() -> None:
+    """Run the recording configuration on the embedded model and save every answer."""
+    from detbal.agents.backends.local import LocalBackend
+
+    os.environ.setdefault("DETBAL_DATA_DIR", str(DATA))
+    backend = LocalBackend(n_threads=2)
+    answers: dict[str, Any] = {}
+
+    async def recording(b: Any, messages: Any, params: Any, *, key: str | None = None) -> Completion:
+        c = await b.complete(messages, params)
+        answers[_call_key(messages, params)] = {
+            "text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "latency_s": round(c.latency_s, 3), "finish_reason": c.finish_reason}
+        return c
+
+    import tempfile
+
+    cfg = _recording_config()
+    with tempfile.TemporaryDirectory() as d, RunStore(Path(d) / "rec.db") as store:
+        rid = store.create_run("fit", backend.model, "local", {"fit": cfg.as_dict()})
+        asyncio.run(run_fit(store, rid, [backend], cfg, call=recording))
+    asyncio.run(backend.aclose())
+    RECORDED.write_text(json.dumps({"model": backend.model, "config": cfg.as_dict(),
+                                    "answers": answers}, indent=1, sort_keys=True) + "\n")
+
+
+def test_recorded_smollm2_answers(tmp_path: Path) -> None:
+    """The loop on real model output: every answer ends as a transition or a categorised escape."""
+    if not RECORDED.is_file():
+        pytest.skip("no recorded answers")
+    cfg = _recording_config()
+    backend = RecordedSmolLM2()
+    with RunStore(tmp_path / "s.db") as store:
+        rid = store.create_run("fit", backend.model, "recorded", {"fit": cfg.as_dict()})
+        res = _run(store, rid, [backend], cfg)
+        rows = sorted(store.iter_attempts([rid]), key=lambda r: r["seq"])
+        features = store.state_features()
+    assert res.stopped is None and [r["seq"] for r in rows] == list(range(12))
+    for r in rows:
+        assert (r["target"] is None) != (r["escape"] is None)
+        if r["escape"] is None:
+            assert 0 <= features[r["target"]]["score"] <= 100
+        else:
+            assert r["escape"] in ("empty", "invalid_ansatz", "fit_failed") and r["escape_detail"]
+    # tokens: each round's generator call on its slot 0, plus the translator calls
+    assert all(rows[3 * k]["prompt_tokens"] for k in range(4))
+
+
 if __name__ == "__main__":
-    _child(sys.argv[1])
+    if sys.argv[1] == "--record":
+        _record()
+    else:
+        _child(sys.argv[1])
 
 
 @pytest.mark.parametrize("signals", [1, 2])
