@@ -147,3 +147,57 @@ def test_bad_input_is_one_line(server, tmp_path, capsys) -> None:
     assert main(["runs", str(tmp_path / "missing.sqlite")]) == 2
     assert main(["run", "words", "--store", str(tmp_path / "x.sqlite"), "--attempts", "3",
                  "--prompt", str(tmp_path / "nope.txt")]) == 2
+
+
+def test_resume_hint_never_shows_a_key_given_as_a_flag(server, tmp_path, capsys, monkeypatch) -> None:
+    store = tmp_path / "s.sqlite"
+    argv = ["-q", "run", "words", "--store", str(store), "--backend", "openai", "--base-url",
+            server.url, "--model", "ok", "--attempts", "9", "--budget-calls", "2",
+            "--api-key", SECRET]
+    monkeypatch.setattr("sys.argv", ["detbal", *argv])
+    assert main(argv) == 3
+    out = capsys.readouterr().out
+    assert "to continue: detbal" in out and SECRET not in out and "--budget-calls 2" in out
+
+
+def test_settings_precedence(tmp_path) -> None:
+    from detbal.agents.backends.openai_compat import OpenAISettings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "top"\n[openai]\nmodel = "from-file"\nbase_url = "http://f/v1"\n'
+                   'api_key_env = "MY_KEY"\n')
+    env = {"OPENAI_API_KEY": "env-key", "MY_KEY": "my-key", "OPENAI_BASE_URL": "http://e/v1"}
+    s = OpenAISettings.resolve(config=cfg, environ=env)
+    assert (s.model, s.base_url, s.api_key) == ("from-file", "http://f/v1", "my-key")
+    s = OpenAISettings.resolve(model="flag", base_url="http://x/v1", config=cfg, environ=env)
+    assert (s.model, s.base_url) == ("flag", "http://x/v1")
+    s = OpenAISettings.resolve(model="m", environ=env)
+    assert (s.base_url, s.api_key) == ("http://e/v1", "env-key")
+    assert "env-key" not in repr(s)
+
+
+def test_vote_through_the_cli(server, tmp_path) -> None:
+    store = tmp_path / "v.sqlite"
+    assert run_cli(server, store, "ok", "--attempts", "6", "--vote", "3:2", "--seed", "1") == 0
+    rows = attempts(store)
+    assert len(rows) == 6
+    for r in rows:
+        assert json.loads(r["params"])["calls"] == 3 and len(json.loads(r["raw_answer"])) == 3
+        assert r["escape"] in (None, "no_majority", "wrong_sum", "not_a_word", "empty", "same_word")
+
+
+def test_fit_task_is_wired_to_the_cli(server, tmp_path, shared_dir) -> None:
+    pytest.importorskip("detbal.agents.fit")
+    if not (shared_dir / "datasets" / "nikuradse").exists():
+        pytest.skip("no Nikuradse data beside the checkout")
+    store = tmp_path / "f.sqlite"
+    args = ["-q", "run", "fit", "--store", str(store), "--backend", "openai", "--base-url",
+            server.url, "--model", "ok,plan:ok,500", "--islands", "2", "--cycles", "1",
+            "--rounds", "2", "--starts", "3", "--attempts", "12", "--backoff", "0.01"]
+    assert main(args) == 0
+    with RunStore(store, create=False) as s:
+        (run,) = s.run_summaries()
+    assert run.run.task == "fit" and run.attempts == 12 and run.run.model == "ok,plan:ok,500"
+    assert main(args) == 0  # the same command again: nothing to add
+    with RunStore(store, create=False) as s:
+        assert [x.attempts for x in s.run_summaries()] == [12]

@@ -198,7 +198,19 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 
 def _resume_hint() -> str:
-    return shlex.join(["detbal", *sys.argv[1:]])
+    """The command line that continues this run (a key given with --api-key is left out)."""
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--api-key":
+            skip = True
+            continue
+        if a.startswith("--api-key="):
+            continue
+        argv.append(a)
+    return shlex.join(["detbal", *argv])
 
 
 def _prices(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[float, float]:
