@@ -186,3 +186,13 @@ def test_open_run_continues_matching_run(tmp_path) -> None:
         assert created3 and rid3 != rid
         rid4, _, created4 = open_run(store, "words", "b", "m", cfg, identity=("temperature",), new=True)
         assert created4 and rid4 not in (rid, rid3)
+
+
+def test_drive_keeps_an_attempt_another_process_stored_first(tmp_path) -> None:
+    with RunStore(tmp_path / "d.sqlite") as store:
+        rid = store.create_run("t", "m", "b", {})
+        store.record_attempt(rid, 3, Attempt(source="A", escape="empty"))
+        res = asyncio.run(drive(store, rid, range(6), _attempt_fn(), concurrency=2,
+                                handle_signals=False))
+        assert res.committed == 5 and store.stored_seqs(rid) == set(range(6))
+        assert [r["escape"] for r in store.iter_attempts([rid]) if r["seq"] == 3] == ["empty"]

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import random
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,7 +292,12 @@ async def drive(
             except Exception as exc:
                 stop.request(f"error: {type(exc).__name__}: {exc}")
                 raise
-            store.record_attempt(run_id, seq, attempt, rng_state=rng_state)
+            try:
+                store.record_attempt(run_id, seq, attempt, rng_state=rng_state)
+            except sqlite3.IntegrityError:
+                # another process continuing the same run stored this seq first: keep theirs
+                log.warning("attempt %d of run %d was already stored; kept the stored one", seq, run_id)
+                continue
             committed += 1
             if on_commit is not None:
                 on_commit(seq, attempt)
