@@ -451,6 +451,10 @@ if __name__ == "__main__":
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigint_stops_cleanly_and_the_run_resumes(tmp_path: Path, signals: int) -> None:
     """One SIGINT: rounds in flight finish; a second: they are dropped. Either way whole rounds only."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
     cfg = _config()
     sent = []
 
