@@ -15,7 +15,8 @@ Search: ramped half-and-half initialisation, one-point crossover, a mixture of
 subtree, node-replacement, constant and shrink mutations under a height limit,
 double tournament selection (fitness first, then a size tournament: parsimony
 pressure), elitism, a hall of fame and a per-complexity archive for the Pareto
-front.  After the search, the numeric constants of the hall of fame and the
+front; after ``restart_after`` generations without improvement all but the elite
+are replaced by fresh random trees.  After the search, the numeric constants of the hall of fame and the
 front are refined with scipy (Nelder-Mead over the constants, best scale inside).
 
 The ``map`` used for evaluation is swappable (:func:`make_backend`): the builtin
@@ -302,6 +303,7 @@ class GPConfig:
     refine: bool = True
     refine_iterations: int = 300
     max_scale: float = 50.0
+    restart_after: int | None = None  # re-seed all but the elite after this many flat generations
     target: float | None = None  # stop once the best action is <= target
 
     def __post_init__(self) -> None:
@@ -542,19 +544,26 @@ def run_gp(
         pop = tb.population(n=config.population)
         search.evaluate(pop)
         hof.update(pop)
-        history = [_stats(0, pop, search.evaluations)]
+        history = [_stats(0, pop, search.evaluations) | {"restarts": 0}]
         if progress:
             progress(0, best=f"{history[-1]['best']:.4g}")
         gen = 0
+        last_best, flat, restarts = hof[0].fitness.values[0], 0, 0
         while gen < config.generations and not _reached(hof, config.target):
             gen += 1
             n_elite = min(config.elite, len(hof))
-            offspring = tb.select(pop, len(pop) - n_elite)
-            offspring = _vary(offspring, tb, config.cxpb, config.mutpb)
+            if config.restart_after and flat >= config.restart_after:
+                offspring = tb.population(n=len(pop) - n_elite)  # stagnation: fresh blood
+                flat, restarts = 0, restarts + 1
+            else:
+                offspring = _vary(tb.select(pop, len(pop) - n_elite), tb, config.cxpb, config.mutpb)
             search.evaluate(offspring)
             pop = offspring + [tb.clone(h) for h in hof[:n_elite]]
             hof.update(pop)
-            history.append(_stats(gen, pop, search.evaluations))
+            best_now = hof[0].fitness.values[0]
+            flat = 0 if best_now < last_best - 1e-9 * abs(last_best) else flat + 1
+            last_best = min(last_best, best_now)
+            history.append(_stats(gen, pop, search.evaluations) | {"restarts": restarts})
             if progress:
                 progress(1, best=f"{history[-1]['best']:.4g}", size=f"{history[-1]['size']:.1f}")
         front_trees = [tree for _, (_, tree) in sorted(search.archive.items())]
