@@ -225,7 +225,9 @@ class DriveResult:
 
 
 class StopSignal:
-    """Stop requests: the first ``request()`` stops new attempts, the second abandons in-flight ones."""
+    """Stop requests: any ``request()`` stops new attempts (in-flight ones finish and are
+    stored); a second request from the user (``user=True``, e.g. Ctrl-C twice) abandons
+    the attempts in flight."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -233,8 +235,9 @@ class StopSignal:
         self.requests = 0
         self._abandon: Callable[[], None] | None = None
 
-    def request(self, reason: str = "interrupted") -> None:
-        self.requests += 1
+    def request(self, reason: str = "interrupted", *, user: bool = False) -> None:
+        if user:
+            self.requests += 1
         if self.reason is None:
             self.reason = reason
         self.event.set()
@@ -319,7 +322,7 @@ async def drive(
         interrupted = True
         if stop.requests == 0:
             log.warning("stopping after the calls in flight (%s again abandons them)", signame)
-        stop.request("interrupted")
+        stop.request("interrupted", user=True)
 
     if handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
