@@ -36,6 +36,13 @@ def _finish(fig: Any, path: Path) -> Path:
     return path
 
 
+def _diagonal(ax: Any, *values: np.ndarray, **style: Any) -> None:
+    """The line y = x across the range of ``values`` (with a margin)."""
+    lo = float(min(v.min() for v in values)) - 0.5
+    hi = float(max(v.max() for v in values)) + 0.5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, **style)
+
+
 def plot_triplets(test: TripletTest, path: Path) -> Path | None:
     """Backward vs forward log-path sums with error bars and the diagonal."""
     if test.n_triplets == 0:
@@ -44,9 +51,7 @@ def plot_triplets(test: TripletTest, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.errorbar(test.L_fwd, test.L_bwd, xerr=np.sqrt(test.sigma2_fwd), yerr=np.sqrt(test.sigma2_bwd),
                 fmt="o", ms=3, alpha=0.6, elinewidth=0.7)
-    lo = float(min(test.L_fwd.min(), test.L_bwd.min())) - 0.5
-    hi = float(max(test.L_fwd.max(), test.L_bwd.max())) + 0.5
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    _diagonal(ax, test.L_fwd, test.L_bwd)
     ax.set_xlabel(r"$L_{fwd} = \sum \log T$ (f$\to$g$\to$h$\to$f)")
     ax.set_ylabel(r"$L_{bwd}$ (f$\to$h$\to$g$\to$f)")
     ax.set_title(f"{test.n_triplets} triplets, $\\chi^2$/ndf = {test.chi2_per_ndf:.2f}")
@@ -60,9 +65,7 @@ def plot_pairs(test: PairTest, path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.errorbar(test.dV, test.log_ratio, yerr=test.sigma, fmt="o", ms=3, alpha=0.6, elinewidth=0.7)
-    lo = float(min(test.dV.min(), test.log_ratio.min())) - 0.5
-    hi = float(max(test.dV.max(), test.log_ratio.max())) + 0.5
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="detailed balance")
+    _diagonal(ax, test.dV, test.log_ratio, label="detailed balance")
     ax.set_xlabel(r"$\beta\,[V(f) - V(g)]$")
     ax.set_ylabel(r"$\log\,T(g\leftarrow f)\,/\,T(f\leftarrow g)$")
     ax.set_title(f"{test.n_pairs} pairs, r = {test.pearson_r:.3f}")
@@ -79,9 +82,7 @@ def plot_one_sided(test: OneSidedTest, path: Path) -> Path | None:
     within = test.dV >= test.bound
     ax.scatter(test.bound[within], test.dV[within], s=8, alpha=0.6, label="within bound")
     ax.scatter(test.bound[~within], test.dV[~within], s=8, alpha=0.6, c="C3", label="violates bound")
-    lo = float(min(test.bound.min(), test.dV.min())) - 0.5
-    hi = float(max(test.bound.max(), test.dV.max())) + 0.5
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    _diagonal(ax, test.bound, test.dV)
     ax.set_xlabel(r"bound $\log[T(g\leftarrow f)\,N_0(g)]$")
     ax.set_ylabel(r"$\beta\,[V(f) - V(g)]$")
     ax.set_title(f"{test.n_pairs} one-sided pairs, {100 * test.fraction_within:.1f}% within")
