@@ -59,26 +59,54 @@ def expected_minimal_action(k0: float, sigma: float) -> float:
     return k0 / (math.sqrt(math.pi) * sigma) if sigma and math.isfinite(sigma) and sigma > 0 else math.nan
 
 
-def direction_fractions(kernel: Kernel, V: np.ndarray, threshold: float = 0.05,
-                        tol: float = 1e-9) -> tuple[int, float, float, float]:
-    """(n, downhill, uphill, level) over transitions with T > ``threshold`` and finite V."""
-    strong = kernel.T > threshold
-    f, g = kernel.src[strong], kernel.dst[strong]
-    ok = np.isfinite(V[f]) & np.isfinite(V[g])
-    dv = V[f[ok]] - V[g[ok]]
-    n = len(dv)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan
-    down = np.count_nonzero(dv > tol) / n
-    up = np.count_nonzero(dv < -tol) / n
-    return n, down, up, 1.0 - down - up
+def direction_stats(
+    V: np.ndarray,
+    kernel: Kernel,
+    threshold: float = 0.05,
+    *,
+    tol: float = 0.0,
+) -> dict[str, float]:
+    """Down/up/equal counts and fractions of V along the edges with ``T > threshold``.
+
+    ``V`` is indexed like ``kernel.states``.  An edge f -> g goes down when
+    V(f) - V(g) > tol, up when V(f) - V(g) < -tol, else it is equal; edges with a
+    non-finite V at either end are counted in ``undefined`` and left out of the
+    fractions.  Fractions are NaN when no edge qualifies.
+    """
+    V = np.asarray(V, dtype=np.float64)
+    if V.shape != (kernel.n_states,):
+        raise ValueError(f"V has shape {V.shape}, expected ({kernel.n_states},)")
+    sel = kernel.T > threshold
+    src, dst = kernel.src[sel], kernel.dst[sel]
+    diff = V[src] - V[dst]
+    finite = np.isfinite(diff)
+    d = diff[finite]
+    down = int(np.count_nonzero(d > tol))
+    up = int(np.count_nonzero(d < -tol))
+    n = int(d.size)
+    equal = n - down - up
+
+    def frac(k: int) -> float:
+        return k / n if n else math.nan
+
+    return {
+        "threshold": float(threshold),
+        "n": n,
+        "down": down,
+        "up": up,
+        "equal": equal,
+        "undefined": int(np.count_nonzero(~finite)),
+        "frac_down": frac(down),
+        "frac_up": frac(up),
+        "frac_equal": frac(equal),
+    }
 
 
 def summarise(kernel: Kernel, fit: PotentialFit) -> PotentialSummary:
     beta_v = fit.beta * fit.V
     used = np.isfinite(beta_v) & (kernel.counts.attempts > 1)
     mean, sigma = gaussian_width(beta_v[used])
-    n, down, up, level = direction_fractions(kernel, fit.V)
+    d = direction_stats(fit.V, kernel)
     flags: dict[str, int] = {}
     for flag in fit.flags:
         key = flag or "identifiable"
@@ -86,6 +114,6 @@ def summarise(kernel: Kernel, fit: PotentialFit) -> PotentialSummary:
     return PotentialSummary(
         action=fit.action, k0=fit.k0, n_width_states=int(used.sum()), mean_beta_v=mean,
         sigma_beta_v=sigma, expected_action=expected_minimal_action(fit.k0, sigma),
-        n_strong_transitions=n, downhill_fraction=down, uphill_fraction=up,
-        level_fraction=level, n_identifiable=int(np.isfinite(fit.V).sum()), flag_counts=flags,
+        n_strong_transitions=d["n"], downhill_fraction=d["frac_down"],
+        uphill_fraction=d["frac_up"], level_fraction=d["frac_equal"], n_identifiable=int(np.isfinite(fit.V).sum()), flag_counts=flags,
     )

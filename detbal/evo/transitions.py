@@ -3,7 +3,7 @@
 * :func:`load_run`: a run store (or an importable transitions file) -> the kernel
   (METHOD.md section 2) and the features of its states, rows aligned with
   ``kernel.states``.
-* :func:`direction_stats`: the paper's statistic for an explicit potential: of the
+* :func:`direction_stats` (re-exported from :mod:`detbal.analysis.summary`): of the
   edges with T(g<-f) > threshold, the fractions along which V goes down
   (V(f) > V(g)), up, or stays equal (METHOD.md section 5: 69.56 % down, 25.83 % up
   over 9,769 transitions for the published family).
@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detbal.analysis.counts import Kernel, TransitionCounts, estimate_kernel
+from detbal.analysis.summary import direction_stats
 from detbal.errors import DetbalError
 from detbal.evo.features import FeatureMatrix, featurize
 from detbal.evo.tokenize import TokenMode
@@ -30,49 +31,6 @@ from detbal.store import RunStore, is_run_store
 log = logging.getLogger(__name__)
 
 Progress = Callable[..., object]
-
-
-def direction_stats(
-    V: np.ndarray,
-    kernel: Kernel,
-    threshold: float = 0.05,
-    *,
-    tol: float = 0.0,
-) -> dict[str, float]:
-    """Down/up/equal counts and fractions of V along the edges with ``T > threshold``.
-
-    ``V`` is indexed like ``kernel.states``.  An edge f -> g goes down when
-    V(f) - V(g) > tol, up when V(f) - V(g) < -tol, else it is equal; edges with a
-    non-finite V at either end are counted in ``undefined`` and left out of the
-    fractions.  Fractions are NaN when no edge qualifies.
-    """
-    V = np.asarray(V, dtype=np.float64)
-    if V.shape != (kernel.n_states,):
-        raise ValueError(f"V has shape {V.shape}, expected ({kernel.n_states},)")
-    sel = kernel.T > threshold
-    src, dst = kernel.src[sel], kernel.dst[sel]
-    diff = V[src] - V[dst]
-    finite = np.isfinite(diff)
-    d = diff[finite]
-    down = int(np.count_nonzero(d > tol))
-    up = int(np.count_nonzero(d < -tol))
-    n = int(d.size)
-    equal = n - down - up
-
-    def frac(k: int) -> float:
-        return k / n if n else math.nan
-
-    return {
-        "threshold": float(threshold),
-        "n": n,
-        "down": down,
-        "up": up,
-        "equal": equal,
-        "undefined": int(np.count_nonzero(~finite)),
-        "frac_down": frac(down),
-        "frac_up": frac(up),
-        "frac_equal": frac(equal),
-    }
 
 
 def source_cut_kernel(
