@@ -137,6 +137,8 @@ def test_demo_runs_the_embedded_model_and_writes_a_report(tmp_path, capsys) -> N
     assert main(["-q", "demo", "--out", str(out), "--attempts", "60"]) == 0
     with RunStore(out / "words.sqlite", create=False) as s:
         assert [x.attempts for x in s.run_summaries()] == [60]
+        temps = {json.loads(r["params"])["temperature"] for r in s.iter_attempts()}
+    assert temps == {0.6}  # the demo's default, recorded with every attempt
 
 
 def test_local_backend_through_the_cli_and_kill_free_rerun(tmp_path) -> None:

@@ -68,6 +68,9 @@ def register(sub: Any) -> None:
     demo.add_argument("--threads", type=int, default=1, help="threads per model instance (default 1)")
     demo.add_argument("--instances", type=int, default=2, help="model instances (default 2)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--temperature", type=float, default=0.6,
+                      help="sampling temperature (default 0.6: concentrated enough for the"
+                      " 135M model's words to repeat, so pairs are seen both ways)")
     demo.add_argument("--strict", action="store_true", help="strict letter sums (not relaxed)")
     demo.add_argument("--prompt", metavar="FILE",
                       help="prompt template (default: the packaged words_small.txt)")
@@ -452,7 +455,8 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
     backend = LocalBackend(n_threads=args.threads, n_instances=args.instances)
     template = PromptTemplate.load(args.prompt) if args.prompt else PromptTemplate.packaged("words_small.txt")
     config = WordsConfig(relaxed=not args.strict, seed=args.seed,
-                         sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=8))
+                         sampling=SamplingParams(temperature=args.temperature, top_p=1.0,
+                                                  max_tokens=8))
     run_config = config.as_config() | {"prompt_hash": template.sha256, "prompt_file": template.source,
                                        "base_url": None} | {
         f"backend_{k}": v for k, v in backend.describe().items()}
