@@ -23,7 +23,9 @@ import numpy as np
 from detbal.errors import InputError
 
 #: columns of the Pareto table (formulas.csv)
-COLUMNS: tuple[str, ...] = ("complexity", "action", "loss", "equation", "sympy", "latex", "engine")
+COLUMNS: tuple[str, ...] = (
+    "complexity", "action", "loss", "pareto", "equation", "sympy", "latex", "engine",
+)
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,16 @@ def pareto_front(formulas: Iterable[Formula]) -> tuple[Formula, ...]:
 
 
 def write_table(formulas: Sequence[Formula], path: str | Path) -> Path:
-    """Write the rows of ``formulas`` (columns :data:`COLUMNS`) to CSV."""
+    """Write the rows of ``formulas`` (columns :data:`COLUMNS`) to CSV.
+
+    ``pareto`` is true for the formulas on the (complexity, action) front; the
+    others (hall-of-fame members, per-engine bests) are dominated but kept.
+    """
     from detbal.io import export_table
 
-    return export_table([f.row() for f in formulas], list(COLUMNS), path)
+    front = {id(f) for f in pareto_front(formulas)}
+    rows = [f.row() | {"pareto": id(f) in front} for f in formulas]
+    return export_table(rows, list(COLUMNS), path)
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:
