@@ -130,21 +130,45 @@ def _minimise(
     n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, kernel_name: str, beta: float,
     V0: np.ndarray, tol: float, max_iter: int,
 ) -> tuple[np.ndarray, float, bool, int]:
-    """L-BFGS-B on the un-normalised action (gradients of order T, not T/n)."""
+    """Minimise the un-normalised action (gradients of order T, not T/n).
+
+    Truncated Newton-CG, compiled (:mod:`detbal.analysis._newton`): the Hessian is
+    the weighted graph Laplacian sum_e T_e K''(x_e) (e_f - e_g)(e_f - e_g)^T.  Stops on
+    L-BFGS-B's tests (relative decrease <= tol, or max |grad| <= 100 tol); should it
+    fail, L-BFGS-B continues from where it stopped.  Threads are used above
+    ``PARALLEL_EDGES`` edges, and only from the main thread (bootstrap workers
+    run in threads of their own).
+    """
     if n == 0 or len(src) == 0:
         return np.zeros(n), 0.0, True, 0
+    import threading
+
+    from detbal.analysis._newton import CONVERGED_F, CONVERGED_G, minimise_action
+    from detbal.analysis.action import kernel_code, thread_count
+
+    nthreads = thread_count(len(src), None)
+    if threading.current_thread() is not threading.main_thread():
+        nthreads = 1
+    x, value, status, nit, _, _ = minimise_action(
+        src, dst, w, kernel_code(kernel_name), beta, V0, ftol=tol, gtol=tol * 1e2,
+        max_iter=max_iter, nthreads=nthreads,
+    )
+    if status in (CONVERGED_F, CONVERGED_G):
+        return x, value, True, nit
+    log.debug("Newton-CG stopped (status %d after %d steps); continuing with L-BFGS-B", status, nit)
     grad = np.empty(n)
 
     def fun(V: np.ndarray) -> tuple[float, np.ndarray]:
-        value, g = action_and_gradient(V, src, dst, w, kernel=kernel_name, beta=beta, grad_out=grad)
+        value, g = action_and_gradient(V, src, dst, w, kernel=kernel_name, beta=beta, grad_out=grad,
+                                       parallel=nthreads > 1)
         return value, g.copy()
 
     res = optimize.minimize(
-        fun, V0, jac=True, method="L-BFGS-B",
+        fun, x, jac=True, method="L-BFGS-B",
         options={"maxiter": max_iter, "maxcor": 20, "ftol": tol, "gtol": tol * 1e2,
                  "maxfun": 4 * max_iter},
     )
-    return res.x, float(res.fun), bool(res.success), int(res.nit)
+    return res.x, float(res.fun), bool(res.success), nit + int(res.nit)
 
 
 def _state_flags(kernel: Kernel, comps: _Components, positive: np.ndarray, V: np.ndarray) -> list[str]:
