@@ -144,3 +144,25 @@ def test_import_then_analyze_store(tmp_path: Path) -> None:
 
     table = pq.read_table(exported).to_pydict()
     assert sum(table["count"]) == 66 + 20 + 4122 + 3879 + 3558 + 3859 + 238
+
+
+@pytest.mark.parametrize("kernel", ["exp", "softplus"])
+def test_newton_and_lbfgs_reach_the_same_potential(tmp_path: Path, kernel: str) -> None:
+    data = tmp_path / "chain.csv"
+    main(["-q", "synth", "--out", str(data), "--states", "150", "--transitions", "6000"])
+    pots = {}
+    for solver in ("newton", "lbfgs"):
+        out = tmp_path / solver
+        assert main(["-q", "analyze", str(data), "--out", str(out), "--kernel", kernel,
+                     "--solver", solver, "--bootstrap", "0", "--test-simulations", "0",
+                     "--no-figures"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["settings"]["solver"] == solver
+        pots[solver] = (_potential(out / "potential.csv"), summary["potential"]["action"])
+    (a, sa), (b, sb) = pots["newton"], pots["lbfgs"]
+    assert sa == pytest.approx(sb, rel=1e-7)
+    assert sa <= sb * (1 + 1e-12)
+    assert [r["flag"] for r in a.values()] == [r["flag"] for r in b.values()]
+    for state, row in a.items():
+        if row["V"]:
+            assert float(row["V"]) == pytest.approx(float(b[state]["V"]), abs=1e-3)

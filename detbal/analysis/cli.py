@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
                    help="the paper's count cut for 3-cycles (0 for words, 1 for the fitting agent)")
     p.add_argument("--gauge", default="mean",
                    help="'mean' (zero mean over identifiable states) or a state that gets V = 0")
+    p.add_argument("--solver", choices=["newton", "lbfgs"], default="newton",
+                   help="minimiser of the action: compiled Newton-CG (default) or scipy L-BFGS-B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="threads for the bootstrap (default 1)")
     p.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
@@ -70,7 +72,8 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         args.input, args.out, kernel=args.kernel, beta=args.beta, n0=args.n0,
         min_source_count=args.min_source_count, attempts=args.attempts,
         bootstrap=args.bootstrap, test_simulations=args.test_simulations,
-        triplet_min_count=args.triplet_min_count, gauge=args.gauge, seed=args.seed,
+        triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
+        seed=args.seed,
         n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
     )
     ui.echo(format_summary(summary, Path(args.out)))

@@ -79,6 +79,7 @@ def analyze(
     test_simulations: int = 200,
     triplet_min_count: float = 0.0,
     gauge: str = "mean",
+    solver: str = "newton",
     seed: int = 0,
     n_jobs: int = 1,
     figures: bool = True,
@@ -103,7 +104,7 @@ def analyze(
         return ui.progress(total, desc) if (ui is not None and total > 0) else nullcontext(None)
 
     estimator = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
-                                     seed=seed, n_jobs=n_jobs)
+                                     seed=seed, n_jobs=n_jobs, solver=solver)
     with timer.stage("potential"), bar(bootstrap, "bootstrap of V") as tick:
         fit = estimator.fit(k, progress=tick)
     with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
@@ -130,7 +131,7 @@ def analyze(
             "kernel": kernel, "beta": beta, "n0": n0, "min_source_count": k.min_source_count,
             "attempts": k.total_attempts, "bootstrap": bootstrap,
             "test_simulations": test_simulations, "triplet_min_count": triplet_min_count,
-            "gauge": fit.gauge, "seed": seed,
+            "gauge": fit.gauge, "solver": solver, "seed": seed,
         },
         "data": {
             "states": c.n_states, "edges": int(len(c.src)), "kept_edges": int(len(k.src)),

@@ -1,6 +1,8 @@
 """The potential by least action (METHOD.md section 4).
 
-Minimise S[V] = (1/n_sources) sum_e T_e K(V(src_e) - V(dst_e)) with L-BFGS-B.
+Minimise S[V] = (1/n_sources) sum_e T_e K(V(src_e) - V(dst_e)) with a compiled
+truncated Newton-CG solver (the Hessian is a weighted graph Laplacian; see
+:mod:`detbal.analysis._newton`), falling back to scipy's L-BFGS-B if it stalls.
 
 S is convex, and its infimum splits over the strongly connected components of
 the graph of observed edges: an edge between two components can be driven to
@@ -39,6 +41,7 @@ from detbal.errors import DetbalError
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], object]
+SOLVERS: tuple[str, ...] = ("newton", "lbfgs")
 Gauge = Literal["mean"] | str
 
 
@@ -128,7 +131,7 @@ def _components(kernel: Kernel, src: np.ndarray, dst: np.ndarray, positive: np.n
 
 def _minimise(
     n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, kernel_name: str, beta: float,
-    V0: np.ndarray, tol: float, max_iter: int,
+    V0: np.ndarray, tol: float, max_iter: int, solver: str = "newton",
 ) -> tuple[np.ndarray, float, bool, int]:
     """Minimise the un-normalised action (gradients of order T, not T/n).
 
@@ -149,13 +152,15 @@ def _minimise(
     nthreads = thread_count(len(src), None)
     if threading.current_thread() is not threading.main_thread():
         nthreads = 1
-    x, value, status, nit, _, _ = minimise_action(
-        src, dst, w, kernel_code(kernel_name), beta, V0, ftol=tol, gtol=tol * 1e2,
-        max_iter=max_iter, nthreads=nthreads,
-    )
-    if status in (CONVERGED_F, CONVERGED_G):
-        return x, value, True, nit
-    log.debug("Newton-CG stopped (status %d after %d steps); continuing with L-BFGS-B", status, nit)
+    x, nit = V0, 0
+    if solver == "newton":
+        x, value, status, nit, _, _ = minimise_action(
+            src, dst, w, kernel_code(kernel_name), beta, V0, ftol=tol, gtol=tol * 1e2,
+            max_iter=max_iter, nthreads=nthreads,
+        )
+        if status in (CONVERGED_F, CONVERGED_G):
+            return x, value, True, nit
+        log.debug("Newton-CG stopped (status %d after %d steps); continuing with L-BFGS-B", status, nit)
     grad = np.empty(n)
 
     def fun(V: np.ndarray) -> tuple[float, np.ndarray]:
@@ -193,16 +198,6 @@ def _state_flags(kernel: Kernel, comps: _Components, positive: np.ndarray, V: np
     return flags.tolist()
 
 
-def _gauge_shift(V: np.ndarray, members: np.ndarray, reference: int | None) -> np.ndarray:
-    """Shift ``V`` so the reference is 0, or the mean over ``members`` is 0."""
-    out = V.copy()
-    if reference is not None:
-        return out - V[reference]
-    if len(members):
-        out -= V[members].mean()
-    return out
-
-
 @dataclass(frozen=True)
 class _Solution:
     V: np.ndarray  # NaN outside components, gauge-fixed per component
@@ -213,7 +208,8 @@ class _Solution:
 
 
 def _solve(kernel: Kernel, weights: np.ndarray, kernel_name: str, beta: float,
-           reference: int | None, V0: np.ndarray | None, tol: float, max_iter: int) -> _Solution:
+           reference: int | None, V0: np.ndarray | None, tol: float, max_iter: int,
+           solver: str = "newton") -> _Solution:
     positive = weights > 0
     comps = _components(kernel, kernel.src, kernel.dst, positive, reference)
     fitted = comps.fitted
@@ -224,13 +220,18 @@ def _solve(kernel: Kernel, weights: np.ndarray, kernel_name: str, beta: float,
     dst = local[kernel.dst[m]].astype(np.int32)
     w = weights[m]
     start = np.zeros(len(fitted)) if V0 is None else np.nan_to_num(V0[fitted])
-    Vc, total, ok, nit = _minimise(len(fitted), src, dst, w, kernel_name, beta, start, tol, max_iter)
+    Vc, total, ok, nit = _minimise(len(fitted), src, dst, w, kernel_name, beta, start, tol,
+                                   max_iter, solver)
+    # gauge: zero mean per component; the reference state (if any) = 0 in the main one
+    labels = comps.label[fitted]
+    n_labels = int(labels.max()) + 1 if len(labels) else 0
+    sums = np.bincount(labels, weights=Vc, minlength=n_labels)
+    sizes = np.bincount(labels, minlength=n_labels)
+    shift = sums / np.maximum(sizes, 1)
+    if reference is not None and comps.main >= 0:
+        shift[comps.main] = Vc[local[reference]]
     V = np.full(kernel.n_states, np.nan)
-    V[fitted] = Vc
-    for c in np.unique(comps.label[fitted]):
-        members = fitted[comps.label[fitted] == c]
-        ref = reference if (reference is not None and c == comps.main) else None
-        V[members] = _gauge_shift(V, members, ref)[members]
+    V[fitted] = Vc - shift[labels]
     n_sources = max(kernel.n_sources, 1)
     return _Solution(V=V, action=total / n_sources, comps=comps, converged=ok, iterations=nit)
 
@@ -248,8 +249,14 @@ class LeastActionPotential:
         n_jobs: int = 1,
         tol: float = 1e-12,
         max_iter: int = 20000,
+        solver: str = "newton",
     ) -> None:
+        """``solver``: ``newton`` (compiled truncated Newton-CG, default) or ``lbfgs``
+        (scipy L-BFGS-B with the analytic numba gradient); both reach the same minimum."""
         k_zero(kernel)  # validates the name
+        if solver not in SOLVERS:
+            raise DetbalError(f"unknown solver {solver!r}: use one of {', '.join(SOLVERS)}")
+        self.solver = solver
         if beta <= 0:
             raise DetbalError(f"beta must be positive, got {beta}")
         self.kernel = kernel
@@ -263,7 +270,8 @@ class LeastActionPotential:
 
     def fit(self, kernel: Kernel, progress: Progress | None = None) -> PotentialFit:
         reference = None if self.gauge == "mean" else kernel.counts.index(str(self.gauge))
-        sol = _solve(kernel, kernel.T, self.kernel, self.beta, reference, None, self.tol, self.max_iter)
+        sol = _solve(kernel, kernel.T, self.kernel, self.beta, reference, None, self.tol,
+                     self.max_iter, self.solver)
         if not sol.converged:
             log.warning("L-BFGS-B stopped before converging (%d iterations)", sol.iterations)
         main = sol.comps.main
@@ -307,7 +315,8 @@ class LeastActionPotential:
             if kernel.mode == "uniform":
                 T = np.minimum(1.0, T)
             try:
-                sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol, self.max_iter)
+                sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol,
+                             self.max_iter, self.solver)
             except DetbalError:  # reference fell off the main component in this resample
                 return np.full(kernel.n_states, np.nan)
             V = np.where(sol.comps.label == sol.comps.main, sol.V, np.nan)
