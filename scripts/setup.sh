@@ -22,4 +22,6 @@ PYTHON="${PYTHON:-python3}"
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 "$PYTHON" -m pip install -q -e ".[agents,evo,dev]"
+# pyenv only links new console scripts after a rehash
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 "$PYTHON" -c "import detbal, numba, llama_cpp, openai, deap, deeptime; print('detbal', detbal.__version__, 'ready')"
