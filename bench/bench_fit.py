@@ -10,7 +10,6 @@ ratio, and both MSEs (they should agree).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 

@@ -138,3 +138,6 @@ def describe(kernel: Kernel) -> dict[str, Any]:
         "total_attempts": kernel.total_attempts,
         "n0": kernel.mode,
     }
+
+
+__all__ = ["describe", "direction_stats", "load_run", "source_cut_kernel"]
