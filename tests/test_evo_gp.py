@@ -194,3 +194,26 @@ def test_progress_is_called_per_generation(planted) -> None:
     _run(planted, population=30, generations=4, progress=lambda n=1, **kw: calls.append({"n": n, **kw}))
     assert sum(c["n"] for c in calls) == 4
     assert all("best" in c for c in calls)
+
+
+def test_other_threads_drawing_random_numbers_do_not_change_the_search(planted) -> None:
+    """A Dask client's threads use the global ``random``; a seeded search must not notice."""
+    import random
+    import threading
+
+    quiet = _run(planted, seed=5, population=30, generations=3)
+    stop = threading.Event()
+
+    def noise() -> None:
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=noise, daemon=True)
+    thread.start()
+    try:
+        noisy = _run(planted, seed=5, population=30, generations=3)
+    finally:
+        stop.set()
+        thread.join()
+    assert noisy.evaluations == quiet.evaluations
+    assert [(f.sympy, f.action) for f in noisy.front] == [(f.sympy, f.action) for f in quiet.front]

@@ -31,8 +31,10 @@ import logging
 import math
 import operator
 import random
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -495,6 +497,32 @@ class _Search:
         )
 
 
+@contextmanager
+def _private_random(seed: int) -> Iterator[None]:
+    """DEAP's operators and this module draw from a private ``random.Random(seed)``.
+
+    DEAP uses the global ``random`` module, and so do other threads of the process
+    (a Dask client's, for instance): with the global generator, a seeded search
+    would depend on their timing.  The caller's global state is left untouched.
+    """
+    import deap.gp
+    import deap.tools.crossover
+    import deap.tools.mutation
+    import deap.tools.selection
+
+    rng = random.Random(seed)
+    modules = [deap.gp, deap.tools.crossover, deap.tools.mutation, deap.tools.selection,
+               sys.modules[__name__]]
+    saved = [m.random for m in modules]  # type: ignore[attr-defined]
+    for m in modules:
+        m.random = rng  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, saved):
+            m.random = original  # type: ignore[attr-defined]
+
+
 def run_gp(
     X: np.ndarray,
     names: Sequence[str],
@@ -533,48 +561,47 @@ def run_gp(
                             max_scale=config.max_scale)
     own_backend = backend is None
     backend = backend or make_backend(scheduler)
-    py_state, np_state = random.getstate(), np.random.get_state()
-    random.seed(seed)
+    np_state = np.random.get_state()
     np.random.seed(seed % 2**32)
     t0 = time.perf_counter()
-    try:
-        search = _Search(data, names, config, backend)
-        tb = search.toolbox
-        hof = tools.HallOfFame(config.hall_of_fame)
-        pop = tb.population(n=config.population)
-        search.evaluate(pop)
-        hof.update(pop)
-        history = [_stats(0, pop, search.evaluations) | {"restarts": 0}]
-        if progress:
-            progress(0, best=f"{history[-1]['best']:.4g}")
-        gen = 0
-        last_best, flat, restarts = hof[0].fitness.values[0], 0, 0
-        while gen < config.generations and not _reached(hof, config.target):
-            gen += 1
-            n_elite = min(config.elite, len(hof))
-            if config.restart_after and flat >= config.restart_after:
-                offspring = tb.population(n=len(pop) - n_elite)  # stagnation: fresh blood
-                flat, restarts = 0, restarts + 1
-            else:
-                offspring = _vary(tb.select(pop, len(pop) - n_elite), tb, config.cxpb, config.mutpb)
-            search.evaluate(offspring)
-            pop = offspring + [tb.clone(h) for h in hof[:n_elite]]
+    with _private_random(seed):
+        try:
+            search = _Search(data, names, config, backend)
+            tb = search.toolbox
+            hof = tools.HallOfFame(config.hall_of_fame)
+            pop = tb.population(n=config.population)
+            search.evaluate(pop)
             hof.update(pop)
-            best_now = hof[0].fitness.values[0]
-            flat = 0 if best_now < last_best - 1e-9 * abs(last_best) else flat + 1
-            last_best = min(last_best, best_now)
-            history.append(_stats(gen, pop, search.evaluations) | {"restarts": restarts})
+            history = [_stats(0, pop, search.evaluations) | {"restarts": 0}]
             if progress:
-                progress(1, best=f"{history[-1]['best']:.4g}", size=f"{history[-1]['size']:.1f}")
-        front_trees = [tree for _, (_, tree) in sorted(search.archive.items())]
-        front_trees = _front_trees(front_trees, search)
-        hof_formulas = tuple(search.formula(h) for h in hof)
-        front = pareto_front(list(hof_formulas) + [search.formula(t) for t in front_trees])
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        if own_backend:
-            backend.close()
+                progress(0, best=f"{history[-1]['best']:.4g}")
+            gen = 0
+            last_best, flat, restarts = hof[0].fitness.values[0], 0, 0
+            while gen < config.generations and not _reached(hof, config.target):
+                gen += 1
+                n_elite = min(config.elite, len(hof))
+                if config.restart_after and flat >= config.restart_after:
+                    offspring = tb.population(n=len(pop) - n_elite)  # stagnation: fresh blood
+                    flat, restarts = 0, restarts + 1
+                else:
+                    offspring = _vary(tb.select(pop, len(pop) - n_elite), tb, config.cxpb, config.mutpb)
+                search.evaluate(offspring)
+                pop = offspring + [tb.clone(h) for h in hof[:n_elite]]
+                hof.update(pop)
+                best_now = hof[0].fitness.values[0]
+                flat = 0 if best_now < last_best - 1e-9 * abs(last_best) else flat + 1
+                last_best = min(last_best, best_now)
+                history.append(_stats(gen, pop, search.evaluations) | {"restarts": restarts})
+                if progress:
+                    progress(1, best=f"{history[-1]['best']:.4g}", size=f"{history[-1]['size']:.1f}")
+            front_trees = [tree for _, (_, tree) in sorted(search.archive.items())]
+            front_trees = _front_trees(front_trees, search)
+            hof_formulas = tuple(search.formula(h) for h in hof)
+            front = pareto_front(list(hof_formulas) + [search.formula(t) for t in front_trees])
+        finally:
+            np.random.set_state(np_state)
+            if own_backend:
+                backend.close()
     return GPResult(
         front=front, hall_of_fame=tuple(sorted(hof_formulas, key=lambda f: f.action)),
         history=tuple(history), evaluations=search.evaluations, generations=gen,
