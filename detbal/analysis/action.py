@@ -131,25 +131,20 @@ def _exp_fg(V, src, dst, w, beta, grad, diag, a, b, r):  # pragma: no cover - co
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _exp_fg_parallel(V, src, dst, w, beta, grad, diag, a, b, r, nthreads):  # pragma: no cover
-    """Threaded factorised exp kernel: gather and scatter passes run side by side.
+def _split_gather_scatter(src, dst, w, b, a, r, c, nthreads):  # pragma: no cover - compiled
+    """r[src_e] += w_e b[dst_e] and c[dst_e] += w_e a[src_e] over all edges, threaded.
 
-    Tasks 0..ng-1 gather rows of edge chunks, tasks ng..nt-1 scatter edge chunks;
-    task 0 writes r and task ng writes into ``grad`` directly, the others into
-    private buffers that are added afterwards (none with two threads).
+    Of nt = max(2, nthreads) tasks, 0..ng-1 (ng = nt // 2) gather rows of edge
+    chunks and ng..nt-1 scatter edge chunks, side by side.  Task 0 adds into ``r``
+    and task ng into ``c`` directly, the others into private buffers, returned as
+    ``(extra_r, extra_c)`` with one row per such task (none with two threads) for
+    the caller to add in.
     """
-    n = V.shape[0]
+    n = r.shape[0]
     m = src.shape[0]
-    half = 0.5 * beta
     nt = max(2, nthreads)
     ng = nt // 2
     ns = nt - ng
-    for i in prange(n):
-        ai = math.exp(-half * V[i])
-        a[i] = ai
-        b[i] = 1.0 / ai
-        r[i] = 0.0
-        grad[i] = 0.0
     extra_r = np.zeros((ng - 1, n))
     extra_c = np.zeros((ns - 1, n))
     gstep = (m + ng - 1) // ng
@@ -167,18 +162,34 @@ def _exp_fg_parallel(V, src, dst, w, beta, grad, diag, a, b, r, nthreads):  # pr
             lo = k * sstep
             hi = min(m, lo + sstep)
             if k == 0:
-                _col_scatter(src, dst, w, a, grad, lo, hi)
+                _col_scatter(src, dst, w, a, c, lo, hi)
             else:
                 _col_scatter(src, dst, w, a, extra_c[k - 1], lo, hi)
+    return extra_r, extra_c
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _exp_fg_parallel(V, src, dst, w, beta, grad, diag, a, b, r, nthreads):  # pragma: no cover
+    """Threaded factorised exp kernel: gather and scatter passes run side by side
+    (:func:`_split_gather_scatter`); ``grad`` doubles as the column sums c."""
+    n = V.shape[0]
+    half = 0.5 * beta
+    for i in prange(n):
+        ai = math.exp(-half * V[i])
+        a[i] = ai
+        b[i] = 1.0 / ai
+        r[i] = 0.0
+        grad[i] = 0.0
+    extra_r, extra_c = _split_gather_scatter(src, dst, w, b, a, r, grad, nthreads)
     want_diag = diag.shape[0] == n
     q = half * half
     total = 0.0
     for i in prange(n):
         ri = r[i]
-        for k in range(ng - 1):
+        for k in range(extra_r.shape[0]):
             ri += extra_r[k, i]
         ci = grad[i]
-        for k in range(ns - 1):
+        for k in range(extra_c.shape[0]):
             ci += extra_c[k, i]
         ar = a[i] * ri
         bc = b[i] * ci
@@ -503,38 +514,15 @@ def _laplacian_serial(src, dst, c, diag, v, out, r):  # pragma: no cover - compi
 @njit(cache=True, nogil=True, parallel=True)
 def _laplacian_parallel(src, dst, c, diag, v, out, r, nthreads):  # pragma: no cover
     n = v.shape[0]
-    m = src.shape[0]
-    nt = max(2, nthreads)
-    ng = nt // 2
-    ns = nt - ng
     for i in prange(n):
         r[i] = 0.0
         out[i] = 0.0
-    extra_r = np.zeros((ng - 1, n))
-    extra_c = np.zeros((ns - 1, n))
-    gstep = (m + ng - 1) // ng
-    sstep = (m + ns - 1) // ns
-    for t in prange(nt):
-        if t < ng:
-            lo = t * gstep
-            hi = min(m, lo + gstep)
-            if t == 0:
-                _row_gather(src, dst, c, v, r, lo, hi)
-            else:
-                _row_gather(src, dst, c, v, extra_r[t - 1], lo, hi)
-        else:
-            k = t - ng
-            lo = k * sstep
-            hi = min(m, lo + sstep)
-            if k == 0:
-                _col_scatter(src, dst, c, v, out, lo, hi)
-            else:
-                _col_scatter(src, dst, c, v, extra_c[k - 1], lo, hi)
+    extra_r, extra_c = _split_gather_scatter(src, dst, c, v, v, r, out, nthreads)
     for i in prange(n):
         acc = r[i] + out[i]
-        for k in range(ng - 1):
+        for k in range(extra_r.shape[0]):
             acc += extra_r[k, i]
-        for k in range(ns - 1):
+        for k in range(extra_c.shape[0]):
             acc += extra_c[k, i]
         out[i] = diag[i] * v[i] - acc
 
