@@ -22,6 +22,7 @@ Back-off before retry ``k`` (k = 0, 1, ...)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -249,6 +250,31 @@ class StopSignal:
         return self.event.is_set()
 
 
+@contextlib.contextmanager
+def signal_handlers(
+    loop: asyncio.AbstractEventLoop, on_signal: Callable[[str], None] | None
+) -> Iterator[None]:
+    """While the block runs, SIGINT/SIGTERM call ``on_signal(signal name)`` on ``loop``.
+
+    The handlers are removed when the block ends, however it ends.  Where the loop
+    cannot install one (not the main thread, no signal support) the block runs
+    without it; with ``on_signal`` None nothing is installed.
+    """
+    installed: list[int] = []
+    if on_signal is not None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 async def drive(
     store: RunStore,
     run_id: int,
@@ -315,7 +341,6 @@ async def drive(
             t.cancel()
 
     stop._abandon = abandon
-    installed: list[int] = []
 
     def on_signal(signame: str) -> None:
         nonlocal interrupted
@@ -324,18 +349,8 @@ async def drive(
             log.warning("stopping after the calls in flight (%s again abandons them)", signame)
         stop.request("interrupted", user=True)
 
-    if handle_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal, sig.name)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-    try:
+    with signal_handlers(loop, on_signal if handle_signals else None):
         results = await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
     for r in results:
         if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
             raise r

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from detbal.agents.fit.ansatz import AnsatzError, canonical_form, compile_ansatz
 from detbal.agents.fit.config import SEED_REASONING, FitConfig
 from detbal.agents.fit.data import Dataset, load_dataset
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
+from detbal.agents.runner import signal_handlers
 from detbal.errors import DetbalError
 from detbal.store import Attempt, RunStore, utc_now
 
@@ -594,24 +594,14 @@ async def run_fit(
     search = FitSearch(store, run_id, backends, cfg, attempts=attempts, concurrency=concurrency,
                        progress=progress, call=call, stop=stop, dataset=dataset)
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
-    if handle_signals:
-        def on_signal(name: str) -> None:
-            if search.stop.is_set():
-                log.warning("%s again: abandoning the rounds in flight", name)
-                search.abandon()
-            else:
-                log.warning("%s: stopping after the rounds in flight (again: abandon them)", name)
-                search._request_stop("interrupted")
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, on_signal, sig.name)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-    try:
+    def on_signal(name: str) -> None:
+        if search.stop.is_set():
+            log.warning("%s again: abandoning the rounds in flight", name)
+            search.abandon()
+        else:
+            log.warning("%s: stopping after the rounds in flight (again: abandon them)", name)
+            search._request_stop("interrupted")
+
+    with signal_handlers(loop, on_signal if handle_signals else None):
         return await search.run()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
