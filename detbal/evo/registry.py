@@ -375,7 +375,12 @@ def parse_formula(text: str, names: Sequence[str]) -> sympy.Expr:
     ns.update({"log": plog, "exp": pexp, "div": pdiv})
     try:
         expr = sympy.sympify(text, locals=ns)
-    except (sympy.SympifyError, SyntaxError, TypeError, ValueError, AttributeError) as exc:
+    except sympy.SympifyError:
+        raise DetbalError(
+            f"cannot parse formula {text!r}: not a valid expression (sympy syntax over feature"
+            " names, e.g. '0.8*word_abs_dev - log(word_length)')"
+        ) from None
+    except (SyntaxError, TypeError, ValueError, AttributeError) as exc:
         raise DetbalError(f"cannot parse formula {text!r}: {str(exc).splitlines()[0]}") from None
     if not isinstance(expr, sympy.Expr):
         raise DetbalError(f"formula {text!r} is not an expression")
