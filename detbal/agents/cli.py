@@ -315,6 +315,10 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
             f" {result.elapsed_s:.1f} s); {summary.transitions} transitions, "
             + ", ".join(f"{k} {v}" for k, v in extra.items())
             + f"; escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
+    if summary.attempts and summary.escape_counts.get("api_error", 0) == summary.attempts:
+        ui.note("warning: no attempt of this run reached the model (all api_error, stored as"
+                " escapes); check --base-url, --model and the API key, then run the same command"
+                " with --new-run")
     if result.interrupted:
         ui.echo(f"stopped by request; to continue: {_resume_hint()}")
         return 130
