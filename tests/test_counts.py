@@ -181,3 +181,19 @@ def test_reverse_pairs_empty_and_kernel_pair_index(counts: TransitionCounts) -> 
     fwd, rev = k.pair_index()
     pairs = {tuple(sorted((k.states[k.src[i]], k.states[k.dst[i]]))) for i in fwd}
     assert pairs == {("A", "B"), ("A", "C")}
+
+
+@pytest.mark.parametrize("mode", ["empirical", "uniform"])
+def test_kernel_rates_and_sparse_views_agree_with_the_estimate(mode: str) -> None:
+    from detbal.systems import metropolis_chain, sample_agent
+
+    counts = sample_agent(metropolis_chain(40, seed=2), 3000, seed=3)
+    k = estimate_kernel(counts, mode, total_attempts=6000 if mode == "uniform" else None)
+    assert np.array_equal(k.rates(k.count), k.T)
+    assert np.array_equal(k.trials, np.where(k.kept, k.n0, 0.0))
+    T = k.matrix()
+    assert T.shape == (k.n_states, k.n_states)
+    assert np.allclose(T[k.src, k.dst].A1, k.T)
+    N = counts.count_matrix()
+    assert N.sum() == counts.count.sum()
+    assert N.diagonal().sum() == 0  # self-loops are not edges

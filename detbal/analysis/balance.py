@@ -258,7 +258,7 @@ def balance_tests(
     sims_trip: list[float] = []
     if bootstrap > 0 and (wls.df > 0 or t_ndf > 0):
         p_null = reversible_fit(kernel, wls)
-        trials = np.where(kernel.kept, kernel.n0, 0.0)
+        trials = kernel.trials
         for s in replicate_seeds(seed, bootstrap):
             counts = sample_edge_counts(kernel.src, p_null, trials, s).astype(float)
             present = counts > 0

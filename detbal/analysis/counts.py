@@ -177,6 +177,15 @@ class Kernel:
         n = self.n_states
         return sparse.csr_matrix((self.T, (self.src, self.dst)), shape=(n, n))
 
+    @property
+    def trials(self) -> np.ndarray:
+        """Attempts per source to draw when resampling: N0 for kept states, 0 otherwise."""
+        return np.where(self.kept, self.n0, 0.0)
+
+    def rates(self, count: np.ndarray) -> np.ndarray:
+        """T = N / N0(source) for counts on this kernel's edges (capped at 1 in uniform mode)."""
+        return _rates(count, self.n0[self.src], self.mode)
+
     def pair_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Edge indices ``(e_fg, e_gf)`` of every pair observed in both directions, f < g."""
         return reverse_pairs(self.src, self.dst, self.n_states)
@@ -194,6 +203,11 @@ def reverse_pairs(src: np.ndarray, dst: np.ndarray, n_states: int) -> tuple[np.n
     pos = np.minimum(np.searchsorted(sorted_key, rkey), len(sorted_key) - 1)
     forward = np.flatnonzero((sorted_key[pos] == rkey) & (src < dst))
     return forward, order[pos[forward]]
+
+
+def _rates(count: np.ndarray, n0_source: np.ndarray, mode: str) -> np.ndarray:
+    T = count / n0_source
+    return np.minimum(1.0, T) if mode == "uniform" else T
 
 
 def estimate_kernel(
@@ -223,18 +237,15 @@ def estimate_kernel(
         threshold = 1.0 if min_source_count is None else float(min_source_count)
         n0 = counts.attempts.copy()
         kept = n0 > threshold
-        keep_edge = kept[counts.src] & kept[counts.dst]
-        src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
-        T = cnt / n0[src]
     elif mode == "uniform":
         threshold = 0.0 if min_source_count is None else float(min_source_count)
         n0 = np.full(n, total / n)
         kept = counts.attempts > threshold if threshold > 0 else np.ones(n, dtype=bool)
-        keep_edge = kept[counts.src] & kept[counts.dst]
-        src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
-        T = np.minimum(1.0, cnt / n0[src])
     else:
         raise DetbalError(f"unknown N0 mode {mode!r}: use empirical or uniform")
+    keep_edge = kept[counts.src] & kept[counts.dst]
+    src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
+    T = _rates(cnt, n0[src], mode)
     return Kernel(
         counts=counts, mode=mode, n0=n0, src=src, dst=dst, count=cnt, T=T, kept=kept,
         min_source_count=threshold, total_attempts=total,

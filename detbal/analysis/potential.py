@@ -34,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.action import action_and_gradient, k_zero
-from detbal.analysis.counts import Kernel, reverse_pairs
+from detbal.analysis.counts import Kernel
 from detbal.analysis.resample import replicate_seeds, sample_edge_counts
 from detbal.errors import DetbalError
 
@@ -306,14 +306,11 @@ class LeastActionPotential:
     def _bootstrap(self, kernel: Kernel, V_fit: np.ndarray, ok: np.ndarray,
                    reference: int | None, progress: Progress | None) -> np.ndarray:
         """Resample attempts per source, refit, align the gauge on shared states."""
-        trials = np.where(kernel.kept, kernel.n0, 0.0)
+        trials = kernel.trials
         seeds = replicate_seeds(self.seed, self.bootstrap)
 
         def one(seed: int) -> np.ndarray:
-            counts = sample_edge_counts(kernel.src, kernel.T, trials, seed)
-            T = counts / kernel.n0[kernel.src]
-            if kernel.mode == "uniform":
-                T = np.minimum(1.0, T)
+            T = kernel.rates(sample_edge_counts(kernel.src, kernel.T, trials, seed))
             try:
                 sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol,
                              self.max_iter, self.solver)
@@ -346,10 +343,4 @@ def fit_potential(kernel: Kernel, /, **options: object) -> PotentialFit:
     return LeastActionPotential(**options).fit(kernel, progress=progress)  # type: ignore[arg-type]
 
 
-def pair_arrays(kernel: Kernel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(f, g, e_fg, e_gf)`` for pairs observed both ways (f < g)."""
-    e_fg, e_gf = reverse_pairs(kernel.src, kernel.dst, kernel.n_states)
-    return kernel.src[e_fg], kernel.dst[e_fg], e_fg, e_gf
-
-
-__all__: Sequence[str] = ["LeastActionPotential", "PotentialFit", "fit_potential", "pair_arrays"]
+__all__: Sequence[str] = ["LeastActionPotential", "PotentialFit", "fit_potential"]
