@@ -162,14 +162,9 @@ def analyze(
                 "diagram": report.plot_diagram(k, fit, out / "diagram.png"),
             }
         summary["figures"] = {key: p.name for key, p in figs.items() if p is not None}
-    else:
-        figs = {}
-    identifiable = [r for r in records if r["flag"] == ""]
-    identifiable.sort(key=lambda r: float(r["V"]))
-    summary["timings"] = timer.timings
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2), encoding="utf-8")
+    safe = json_safe(summary)
+    (out / "summary.json").write_text(json.dumps(safe, indent=2), encoding="utf-8")
     if figures:
-        from detbal.analysis import report
-
-        report.write_report(out, json_safe(summary), figs, identifiable[:15])
-    return json_safe(summary)
+        lowest = sorted((r for r in records if r["flag"] == ""), key=lambda r: float(r["V"]))
+        report.write_report(out, safe, figs, lowest[:15])
+    return safe
