@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detbal.analysis.counts import TransitionCounts
+from detbal.analysis.counts import TransitionCounts, reverse_index
 from detbal.analysis.resample import row_pointer, sample_edge_counts
 
 
@@ -77,11 +77,8 @@ def metropolis_chain(
     p = np.minimum(1.0 / deg[src], np.exp(-(V[dst] - V[src])) / deg[dst])
     if drive:
         A = rng.uniform(-1.0, 1.0, size=len(src))
-        # antisymmetrise: A(g,f) = -A(f,g)
-        key = src.astype(np.int64) * n_states + dst
-        rkey = dst.astype(np.int64) * n_states + src
-        order = np.argsort(key)
-        rev = order[np.searchsorted(key[order], rkey)]
+        # antisymmetrise: A(g,f) = -A(f,g) (the graph is undirected: every edge has its reverse)
+        rev = reverse_index(src, dst, n_states)
         A = np.where(src < dst, A, -A[rev])
         p = p * np.exp(drive * (A - 1.0))
     p = p * (1.0 - escape)

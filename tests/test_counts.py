@@ -197,3 +197,16 @@ def test_kernel_rates_and_sparse_views_agree_with_the_estimate(mode: str) -> Non
     N = counts.count_matrix()
     assert N.sum() == counts.count.sum()
     assert N.diagonal().sum() == 0  # self-loops are not edges
+
+
+def test_reverse_index_matches_brute_force() -> None:
+    from detbal.analysis.counts import reverse_index
+
+    rng = np.random.default_rng(4)
+    pairs = {tuple(p) for p in rng.integers(0, 15, size=(60, 2)) if p[0] != p[1]}
+    src = np.array([a for a, _ in pairs])
+    dst = np.array([b for _, b in pairs])
+    rev = reverse_index(src, dst, 15)
+    where = {(a, b): i for i, (a, b) in enumerate(zip(src, dst))}
+    for i, (a, b) in enumerate(zip(src, dst)):
+        assert rev[i] == where.get((b, a), -1)

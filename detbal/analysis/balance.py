@@ -27,7 +27,7 @@ from scipy import sparse, stats
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
-from detbal.analysis.counts import Kernel, reverse_pairs
+from detbal.analysis.counts import Kernel, reverse_index, reverse_pairs
 from detbal.analysis.resample import replicate_seeds, sample_edge_counts
 
 Progress = Callable[[int], object]
@@ -369,12 +369,9 @@ def one_sided_test(kernel: Kernel, V: np.ndarray, beta: float = 1.0) -> OneSided
     Only pairs whose unseen direction had a chance (g was a source) and whose
     potentials are both identifiable count.
     """
-    n = kernel.n_states
-    key = kernel.src.astype(np.int64) * n + kernel.dst
-    rkey = kernel.dst.astype(np.int64) * n + kernel.src
-    has_reverse = np.isin(rkey, key)
     f, g = kernel.src, kernel.dst
-    ok = (~has_reverse) & (kernel.counts.attempts[g] > 0) & kernel.kept[g] \
+    one_way = reverse_index(f, g, kernel.n_states) < 0
+    ok = one_way & (kernel.counts.attempts[g] > 0) & kernel.kept[g] \
         & np.isfinite(V[f]) & np.isfinite(V[g])
     dV = beta * (V[f[ok]] - V[g[ok]])
     bound = np.log(kernel.T[ok] * kernel.n0[g[ok]])

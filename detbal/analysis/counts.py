@@ -191,18 +191,23 @@ class Kernel:
         return reverse_pairs(self.src, self.dst, self.n_states)
 
 
-def reverse_pairs(src: np.ndarray, dst: np.ndarray, n_states: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of (f->g, g->f) with f < g, both present."""
+def reverse_index(src: np.ndarray, dst: np.ndarray, n_states: int) -> np.ndarray:
+    """For every edge f -> g, the index of the edge g -> f, or -1 where it is absent."""
     if len(src) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
+        return np.zeros(0, dtype=np.int64)
     key = src.astype(np.int64) * n_states + dst
     rkey = dst.astype(np.int64) * n_states + src
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     pos = np.minimum(np.searchsorted(sorted_key, rkey), len(sorted_key) - 1)
-    forward = np.flatnonzero((sorted_key[pos] == rkey) & (src < dst))
-    return forward, order[pos[forward]]
+    return np.where(sorted_key[pos] == rkey, order[pos], -1)
+
+
+def reverse_pairs(src: np.ndarray, dst: np.ndarray, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (f->g, g->f) with f < g, both present."""
+    rev = reverse_index(src, dst, n_states)
+    forward = np.flatnonzero((rev >= 0) & (src < dst))
+    return forward, rev[forward]
 
 
 def _rates(count: np.ndarray, n0_source: np.ndarray, mode: str) -> np.ndarray:
