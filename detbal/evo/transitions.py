@@ -50,11 +50,8 @@ def source_cut_kernel(
     """
     k = estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=total_attempts)
     keep = k.kept[counts.src]
-    src, dst, cnt = counts.src[keep], counts.dst[keep], counts.count[keep]
-    T = cnt / k.n0[src]
-    if n0 == "uniform":
-        T = np.minimum(1.0, T)
-    return dataclasses.replace(k, src=src, dst=dst, count=cnt, T=T)
+    wider = dataclasses.replace(k, src=counts.src[keep], dst=counts.dst[keep], count=counts.count[keep])
+    return dataclasses.replace(wider, T=wider.rates(wider.count))
 
 
 def _stored_columns(path: Path, states: tuple[str, ...]) -> tuple[list[str], np.ndarray] | None:
