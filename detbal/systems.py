@@ -68,10 +68,18 @@ def metropolis_chain(
     escape: float = 0.1,
     drive: float = 0.0,
     seed: int | None = 0,
+    potential: np.ndarray | None = None,
 ) -> SyntheticChain:
-    """Reversible Metropolis chain with V ~ N(0, potential_scale^2) (``drive=0``)."""
+    """Reversible Metropolis chain with V ~ N(0, potential_scale^2) (``drive=0``).
+
+    ``potential`` plants a given V instead (the random graph stays the one ``seed`` draws).
+    """
     rng = np.random.default_rng(seed)
     V = rng.normal(0.0, potential_scale, size=n_states)
+    if potential is not None:
+        V = np.asarray(potential, dtype=np.float64)
+        if V.shape != (n_states,):
+            raise ValueError(f"potential has shape {V.shape}, expected ({n_states},)")
     src, dst = _random_graph(n_states, mean_degree, rng)
     deg = np.bincount(src, minlength=n_states).astype(float)
     p = np.minimum(1.0 / deg[src], np.exp(-(V[dst] - V[src])) / deg[dst])

@@ -31,7 +31,6 @@ formula of random features (for tests and benchmarks).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -561,8 +560,7 @@ def planted_chain(
 ) -> PlantedChain:
     """Random N(0, 1) features ``f1..fk``; V = formula; Metropolis moves on a random graph.
 
-    P(g|f) = (1 - escape) min(1/deg f, exp(-(V_g - V_f))/deg g), as
-    :func:`detbal.systems.metropolis_chain`; every state makes ``attempts_per_state``
+    the planted V goes into :func:`detbal.systems.metropolis_chain`; every state makes ``attempts_per_state``
     attempts (:func:`detbal.systems.sample_fixed`).
     """
     from detbal.evo import registry
@@ -573,10 +571,8 @@ def planted_chain(
     names = tuple(f"f{i + 1}" for i in range(n_features))
     X = rng.normal(size=(n_states, n_features))
     V = registry.to_numpy(registry.parse_formula(formula, names), names)(X)
-    chain = metropolis_chain(n_states, mean_degree=mean_degree, escape=escape, seed=seed + 1)
-    deg = np.bincount(chain.src, minlength=n_states).astype(float)
-    p = np.minimum(1.0 / deg[chain.src], np.exp(-(V[chain.dst] - V[chain.src])) / deg[chain.dst])
-    chain = dataclasses.replace(chain, potential=V - V.mean(), p=p * (1.0 - escape))
+    chain = metropolis_chain(n_states, mean_degree=mean_degree, escape=escape, seed=seed + 1,
+                             potential=V)
     counts = sample_fixed(chain, attempts_per_state, seed=seed + 2)
     F = FeatureMatrix(names=names, X=X, states=counts.states, mode="fixed", kind="synthetic")
     return PlantedChain(counts=counts, features=F, V=V - V.mean(), formula=formula)
