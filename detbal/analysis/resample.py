@@ -7,8 +7,14 @@ implemented as a chain of binomials so rows of any length cost O(edges).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import numpy as np
 from numba import njit
+
+T = TypeVar("T")
 
 
 @njit(cache=True, nogil=True)
@@ -43,14 +49,18 @@ def sample_edge_counts(
     p: np.ndarray,
     trials: np.ndarray,
     seed: int,
+    *,
+    ptr: np.ndarray | None = None,
 ) -> np.ndarray:
     """Counts per edge: every source draws ``trials[f]`` attempts over its edges.
 
     ``src`` must be sorted; ``p`` are per-edge probabilities whose row sums are <= 1
-    (the rest is self-loops and escapes).
+    (the rest is self-loops and escapes).  ``ptr``: ``row_pointer(src, len(trials))``
+    when the caller draws many replicates of the same edges.
     """
     n_states = len(trials)
-    ptr = row_pointer(np.asarray(src), n_states)
+    if ptr is None:
+        ptr = row_pointer(np.asarray(src), n_states)
     out = np.zeros(len(src), dtype=np.int64)
     _multinomial_rows(
         ptr,
@@ -66,3 +76,33 @@ def replicate_seeds(seed: int | None, n: int) -> list[int]:
     """Independent 32-bit seeds for ``n`` replicates, reproducible from ``seed``."""
     ss = np.random.SeedSequence(seed)
     return [int(s.generate_state(1)[0]) for s in ss.spawn(n)]
+
+
+def map_replicates(
+    fn: Callable[[int], T],
+    seeds: Sequence[int],
+    *,
+    n_jobs: int = 1,
+    progress: Callable[[int], object] | None = None,
+) -> list[T]:
+    """``[fn(s) for s in seeds]``, in order; ``n_jobs`` > 1 runs them in threads.
+
+    The compiled work of a replicate (sampling, the Newton solver, the cycle
+    reduction) releases the GIL, so threads overlap it; every replicate has its
+    own seed, so the results do not depend on ``n_jobs``.  ``progress(1)`` is
+    called once per finished replicate, from the calling thread.
+    """
+    if n_jobs <= 1 or len(seeds) <= 1:
+        out = []
+        for s in seeds:
+            out.append(fn(s))
+            if progress:
+                progress(1)
+        return out
+    with ThreadPoolExecutor(min(int(n_jobs), len(seeds))) as pool:
+        out = []
+        for result in pool.map(fn, seeds):
+            out.append(result)
+            if progress:
+                progress(1)
+        return out
