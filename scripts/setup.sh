@@ -10,6 +10,8 @@ need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# the dictionary of the word task's constrained decoding (/usr/share/dict/american-english)
+[ -f /usr/share/dict/american-english ] || need_apt+=(wamerican)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"

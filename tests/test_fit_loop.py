@@ -366,7 +366,10 @@ def _recording_config() -> FitConfig:
 def _call_key(messages: Sequence[Message], params: SamplingParams) -> str:
     import hashlib
 
-    blob = json.dumps([list(messages), params.as_dict()], sort_keys=True)
+    sampling = params.as_dict()
+    if sampling.get("grammar") is None:  # recorded before constrained decoding existed
+        sampling.pop("grammar", None)
+    blob = json.dumps([list(messages), sampling], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

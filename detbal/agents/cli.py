@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     g.add_argument("--prompt", metavar="FILE", help="prompt template (default: the packaged words.txt)")
     g.add_argument("--vote", metavar="M:n",
                    help="draw M answers per attempt; accept only an answer at least n agree on")
+    g.add_argument("--word-list", metavar="FILE",
+                   help="dictionary of the constrained decoding: its lower-case words of value"
+                   " --target (default /usr/share/dict/american-english, Debian's wamerican)")
     words.set_defaults(handler=_run_words, max_tokens_default=16)
 
     fit = tasks.add_parser(
@@ -110,6 +113,11 @@ def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> N
     g.add_argument("--max-tokens", type=int, default=None, help="per call (default 16 words, 512 fit)")
     g.add_argument("--seed", type=int, default=None,
                    help="seed of the run's random choices (default: random, stored with the run)")
+    g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode under the task's grammar (words: dictionary words of the target"
+                   " value other than the prompt word; fit: valid ansatzes in the answer format)."
+                   " Default: on for --backend local (strict words, fit), as stored for replay,"
+                   " off for openai (llama.cpp servers honour it)")
     g = p.add_argument_group("execution")
     g.add_argument("--concurrency", type=int, default=4, help="attempts in flight (default 4)")
     g.add_argument("--retries", type=int, default=5, help="retries per call (default 5)")
@@ -225,7 +233,32 @@ def _prices(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[float, fl
 # -- run words ---------------------------------------------------------------------
 
 WORD_IDENTITY = ("target", "seed_word", "relaxed", "vote", "seed", "temperature", "top_p",
-                 "max_tokens", "prompt_hash", "base_url")
+                 "max_tokens", "prompt_hash", "base_url", "constrain", "grammar")
+
+
+def resolve_constrain(args: argparse.Namespace, task: str, *, relaxed: bool = False) -> bool:
+    """Whether the run decodes under the task's grammar: ``--constrain/--no-constrain``,
+    else on for the embedded model, as the replayed runs were for replay, off for openai."""
+    flag = getattr(args, "constrain", None)
+    if flag is not None:
+        if flag and relaxed:
+            raise DetbalError("--constrain needs the strict word task (drop --relaxed)")
+        return bool(flag)
+    if relaxed:
+        return False
+    if args.backend == "local":
+        return True
+    if args.backend == "replay":
+        from detbal.store import RunStore
+
+        source = Path(args.replay_from or args.store)
+        if not source.exists():
+            return False
+        with RunStore(source, create=False) as store:
+            runs = [r for r in store.runs() if r.task == task and r.backend != "replay"
+                    and (not args.replay_run or r.id in args.replay_run)]
+        return bool(runs) and all(r.config.get("constrain") for r in runs)
+    return False
 
 
 def _run_words(args: argparse.Namespace, ui: Any) -> int:
@@ -235,7 +268,9 @@ def _run_words(args: argparse.Namespace, ui: Any) -> int:
     template = PromptTemplate.load(args.prompt)
     sampling = _sampling(args)
     config = WordsConfig(target=args.target, seed_word=args.seed_word, relaxed=args.relaxed,
-                         vote=parse_vote(args.vote), seed=0, sampling=sampling)
+                         vote=parse_vote(args.vote), seed=0, sampling=sampling,
+                         constrain=resolve_constrain(args, "words", relaxed=args.relaxed),
+                         word_list=getattr(args, "word_list", None))
     task_config = config.as_config() | {"seed": args.seed, "prompt_hash": template.sha256,
                                         "prompt_file": template.source}
     return run_task(args, ui, "words", task_config, WORD_IDENTITY,
@@ -338,13 +373,16 @@ async def _with_close(backends: Any, coro: Any) -> Any:
 
 def _skip_replayed(store: Any, run_id: int, backend: Any) -> None:
     """A resumed replay run must not serve the answers it already used again."""
+    from detbal.agents.backends.replay import stored_answers
+
     used: dict[str, int] = {}
     for row in store.iter_attempts([run_id]):
-        if row["raw_answer"] is None:
-            continue
         params = json.loads(row["params"]) if row["params"] else {}
-        n = len(json.loads(row["raw_answer"])) if params.get("vote") else 1
-        used[row["source"]] = used.get(row["source"], 0) + n
+        answers = stored_answers(row)
+        if not params.get("vote") and "answer" not in params and "answer_in" not in params:
+            answers = answers[:1]  # an attempt of a live run used one answer whatever its count
+        for key, _answer in answers:
+            used[key] = used.get(key, 0) + 1
     for key, n in used.items():
         backend.skip(key, n)
 
@@ -361,11 +399,15 @@ def _run_fit(args: argparse.Namespace, ui: Any) -> int:
     from detbal.agents.runner import call_model
 
     _check_common(args)
-    fit_config = fit_module.config_from_args(args)
+    constrain = resolve_constrain(args, "fit")
+    # under a grammar one call per round is the default (no translator needed)
+    base = fit_module.FitConfig(mode="one-call", constrain=True) if constrain else None
+    fit_config = fit_module.config_from_args(args, base)
     structural = {k: getattr(fit_config, k) for k in fit_module.FitConfig.STRUCTURAL}
     task_config = {"fit": fit_config.as_dict(), "fit_structure": structural,
                    "seed": fit_config.seed, "temperature": fit_config.temperature,
-                   "top_p": fit_config.top_p, "planned_attempts": fit_config.planned_attempts}
+                   "top_p": fit_config.top_p, "planned_attempts": fit_config.planned_attempts,
+                   "constrain": constrain, "grammar": fit_module.grammar_sha256(fit_config)}
     identity = ("fit_structure", "temperature", "top_p", "base_url")
 
     def make_session(cfg: dict[str, Any]) -> Any:

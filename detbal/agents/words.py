@@ -8,6 +8,17 @@ stores the outcome: a new state, or an escape ``empty`` / ``not_a_word`` /
 ``same_word`` / ``wrong_sum`` (sum in ``escape_detail``) / ``api_error`` /
 ``no_majority``.  Escapes never become prompt words.
 
+*Constrained decoding* (``WordsConfig.constrain``, the default of the embedded
+model): each call carries a grammar that admits only the dictionary words whose
+letter values sum to the target, minus the prompt word (:class:`WordGrammar`).
+The prompt is unchanged.  The dictionary is the lower-case entries of a word list
+(default: Debian's ``wamerican``, /usr/share/dict/american-english; 757 words of
+value 100).  Excluding the prompt word turns the ``same_word`` escape, which the
+task defines as no new state, into a new state: the kernel from ``f`` is the
+model's kernel renormalised over ``g != f``, which changes ``log T(g<-f)/T(f<-g)``
+by ``log(1 - P(f|f)) - log(1 - P(g|g))``, a potential difference; balance tests are
+unaffected and the potential shifts by a per-state term.
+
 *Relaxed mode* (for small models that cannot do the arithmetic): any alphabetic
 word is a state; the prompt still asks for the target sum, and the letter sum is
 stored as the state feature ``letter_sum``.
@@ -32,11 +43,13 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from detbal.agents.backends.base import Backend, Completion, Message, SamplingParams
+from detbal.agents.grammar import Grammar, literals
 from detbal.agents.runner import (
     Budget,
     CallFailed,
@@ -174,6 +187,78 @@ def majority(answers: Sequence[str], n_agree: int) -> tuple[str | None, str]:
     return (top if n >= n_agree else None), tally
 
 
+# -- the dictionary grammar -------------------------------------------------------
+
+#: Debian's ``wamerican`` word list (scripts/setup.sh installs it)
+DEFAULT_WORD_LIST = "/usr/share/dict/american-english"
+#: how the per-call grammar is derived from the base grammar (recorded in the run config)
+GRAMMAR_RULE = "dictionary words of the target value, minus the prompt word"
+
+
+@dataclass(frozen=True)
+class WordGrammar:
+    """The dictionary words of value ``target`` and the grammar of each call.
+
+    ``words``: upper-case, sorted.  :attr:`base` admits all of them; :meth:`for_source`
+    all but the prompt word (the grammar actually sent).  :attr:`sha256` (of the base
+    grammar) and :data:`GRAMMAR_RULE` identify the grammar of every call.
+    """
+
+    words: tuple[str, ...]
+    target: int
+    source: str
+    source_sha256: str
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def load(cls, target: int = 100, path: str | Path | None = None) -> WordGrammar:
+        """Lower-case alphabetic entries of the word list at ``path`` whose value is ``target``.
+
+        Capitalised entries (proper nouns) and entries with other characters
+        (possessives, accents) are left out.
+        """
+        p = Path(path or DEFAULT_WORD_LIST)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            hint = " (Debian: apt-get install wamerican)" if path is None else ""
+            raise InputError(p, f"no such word list{hint}") from None
+        except OSError as exc:
+            raise InputError(p, f"cannot read the word list ({exc.strerror})") from None
+        text = raw.decode("utf-8", errors="replace")
+        words = sorted({w.upper() for w in (line.strip() for line in text.splitlines())
+                        if w.isascii() and w.isalpha() and w.islower()
+                        and letter_sum(w.upper()) == target})
+        if len(words) < 2:
+            raise InputError(p, f"fewer than 2 lower-case words of value {target} in the word list")
+        return cls(tuple(words), target, str(p), hashlib.sha256(raw).hexdigest())
+
+    @cached_property
+    def base(self) -> Grammar:
+        return Grammar({"root": literals(self.words)},
+                       f"{len(self.words)} words of value {self.target} from {self.source}")
+
+    @property
+    def sha256(self) -> str:
+        return self.base.sha256
+
+    def for_source(self, word: str) -> str:
+        """GBNF text admitting every dictionary word except ``word``."""
+        text = self._cache.get(word)
+        if text is None:
+            rest = [w for w in self.words if w != word]
+            text = self.base.with_rule("root", literals(rest)).gbnf
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[word] = text
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        """What the run config records."""
+        return {"grammar": self.sha256, "grammar_rule": GRAMMAR_RULE, "word_list": self.source,
+                "word_list_sha256": self.source_sha256, "grammar_words": len(self.words)}
+
+
 # -- the agent -------------------------------------------------------------------
 
 
@@ -193,6 +278,8 @@ class WordsConfig:
     vote: tuple[int, int] | None = None  # (M answers, n that must agree)
     seed: int = 0
     sampling: SamplingParams = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16)
+    constrain: bool = False  # grammar-constrained decoding (strict mode only)
+    word_list: str | None = None  # the dictionary of the grammar (default DEFAULT_WORD_LIST)
 
     def __post_init__(self) -> None:
         word = normalise(self.seed_word)
@@ -206,6 +293,13 @@ class WordsConfig:
             m, n = self.vote
             if not 1 <= n <= m:
                 raise DetbalError("--vote M:n needs 1 <= n <= M")
+        if self.constrain and self.relaxed:
+            raise DetbalError("constrained decoding needs the strict word task (relaxed is set)")
+
+    @cached_property
+    def grammar(self) -> WordGrammar | None:
+        """The dictionary grammar when ``constrain`` is set (loaded once)."""
+        return WordGrammar.load(self.target, self.word_list) if self.constrain else None
 
     def as_config(self) -> dict[str, Any]:
         return {
@@ -213,7 +307,8 @@ class WordsConfig:
             "relaxed": self.relaxed, "vote": f"{self.vote[0]}:{self.vote[1]}" if self.vote else None,
             "seed": self.seed, "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_tokens,
-        }
+            "constrain": self.constrain,
+        } | (self.grammar.describe() if self.grammar is not None else {"grammar": None})
 
 
 def parse_vote(text: str | None) -> tuple[int, int] | None:
@@ -286,9 +381,12 @@ class WordAgent:
         seeds = [call_seed(cfg.seed, seq, i) for i in range(m)]
         jitter = random.Random(f"retry:{cfg.seed}:{seq}")
 
+        grammar = cfg.grammar.for_source(source) if cfg.grammar is not None else None
+
         async def one(i: int) -> Completion | CallFailed:
             try:
-                return await call_model(self.backend, messages, replace(cfg.sampling, seed=seeds[i]),
+                sampling = replace(cfg.sampling, seed=seeds[i], grammar=grammar)
+                return await call_model(self.backend, messages, sampling,
                                         self.policy, self.budget, key=source, tally=tally, rng=jitter)
             except CallFailed as exc:
                 return exc
@@ -300,7 +398,8 @@ class WordAgent:
         latency = time.perf_counter() - t0
         answers = [r for r in results if isinstance(r, Completion)]
         errors = [r for r in results if isinstance(r, CallFailed)]
-        params = cfg.sampling.as_dict() | {"seed": seeds[0], "run_seed": cfg.seed, "calls": tally.calls}
+        params = replace(cfg.sampling, grammar=grammar).as_dict() | {
+            "seed": seeds[0], "run_seed": cfg.seed, "calls": tally.calls}
         if cfg.vote:
             params["vote"] = f"{cfg.vote[0]}:{cfg.vote[1]}"
         common = dict(

@@ -20,25 +20,26 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal
 
+from detbal.agents.fit.language import (
+    FUNCTIONS,
+    NAMED_CONSTANTS,
+    PARAM_PREFIX,
+    TRIG_FUNCTIONS as TRIG_FUNCTIONS,  # re-exported for detbal.evo.features
+    VARIABLES,
+)
+
 if TYPE_CHECKING:
     import numpy as np
 
 TokenMode = Literal["fixed", "paper"]
 TOKEN_MODES: tuple[str, ...] = ("fixed", "paper")
 
-#: functions of the ansatz grammar (METHOD.md section 1)
-FUNCTIONS: tuple[str, ...] = (
-    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "tanh",
-    "log", "log10", "exp", "square", "sqrt", "abs",
-)
-#: circular trigonometric functions (``tanh`` is not one of them)
-TRIG_FUNCTIONS: frozenset[str] = frozenset({"sin", "cos", "tan", "arcsin", "arccos", "arctan"})
-#: the Nikuradse data variable
-VARIABLE = "log_v_k_nu"
-CONSTANT_NAMES: frozenset[str] = frozenset({"pi"})
+#: the Nikuradse data variable (the ansatz language's tables live in detbal.agents.fit.language)
+VARIABLE = VARIABLES["nikuradse_2"][0]
+CONSTANT_NAMES: frozenset[str] = frozenset(NAMED_CONSTANTS)
 
 _FUNCTION_SET = frozenset(FUNCTIONS)
-_PARAM_RE = re.compile(r"param[0-9]+")
+_PARAM_RE = re.compile(PARAM_PREFIX + "[0-9]+")
 
 # -- paper mode ----------------------------------------------------------------
 # The published alternatives in their order; the first that matches at a position

@@ -7,7 +7,8 @@ A backend turns chat messages into a :class:`Completion`; everything else
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": ...}
@@ -15,15 +16,26 @@ Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": ...
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Passed through to the model and recorded with every attempt."""
+    """Passed through to the model and recorded with every attempt.
+
+    ``grammar``: GBNF text that constrains the answer (None: free text).  Backends
+    that cannot honour it must refuse the call; :meth:`as_dict` records its
+    SHA-256 (``grammar``, None when unconstrained), never the text.
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 32
     seed: int | None = None
+    grammar: str | None = field(default=None, repr=False)
+
+    @property
+    def grammar_sha256(self) -> str | None:
+        return None if self.grammar is None else hashlib.sha256(self.grammar.encode("utf-8")).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, "grammar": self.grammar_sha256}
 
 
 @dataclass(frozen=True)

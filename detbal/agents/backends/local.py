@@ -9,6 +9,10 @@ llama.cpp calls block, so each runs in a worker thread (``asyncio.to_thread``)
 on one of ``n_instances`` model instances taken from a small pool; an instance
 serves one call at a time.  With several processes sharing two cores,
 ``n_threads=1`` per instance behaves best.
+
+A call whose :class:`~detbal.agents.backends.base.SamplingParams` carries a
+``grammar`` (GBNF text) is decoded under that grammar (llama.cpp's grammar sampler
+runs before top-k/top-p/temperature).
 """
 
 from __future__ import annotations
@@ -100,6 +104,11 @@ class LocalBackend:
                                       top_p=params.top_p, max_tokens=params.max_tokens)
         if params.seed is not None:
             kwargs["seed"] = int(params.seed) & 0x7FFFFFFF
+        if params.grammar is not None:
+            import llama_cpp
+
+            # a LlamaGrammar only holds the text; llama.cpp parses it when sampling starts
+            kwargs["grammar"] = llama_cpp.LlamaGrammar.from_string(params.grammar, verbose=False)
         return llm.create_chat_completion(**kwargs)
 
     async def complete(

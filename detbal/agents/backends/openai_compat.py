@@ -1,6 +1,9 @@
 """``openai`` backend: chat completions against any OpenAI-compatible endpoint.
 
-Works unchanged with OpenAI, vLLM, llama.cpp's server and Ollama.  Settings come
+Works unchanged with OpenAI, vLLM, llama.cpp's server and Ollama.  A constrained
+call (``SamplingParams.grammar``) sends the GBNF text in the request body's
+``grammar`` field, which llama.cpp's server and ``llama_cpp.server`` honour;
+other servers may ignore it or refuse the request.  Settings come
 from (first wins) explicit arguments (CLI flags), a config file and the usual
 environment variables ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.  The key lives
 only in this object: it is never part of :meth:`describe`, and it is removed
@@ -160,6 +163,9 @@ class OpenAIBackend:
         )
         if params.seed is not None:
             request["seed"] = params.seed
+        if params.grammar is not None:
+            # llama.cpp's server (and llama-cpp-python's) read a GBNF grammar from the body
+            request["extra_body"] = {"grammar": params.grammar}
         t0 = time.perf_counter()
         for _ in range(2):  # a second go only to switch max_tokens -> max_completion_tokens
             request[self._token_field] = params.max_tokens

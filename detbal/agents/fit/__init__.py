@@ -50,7 +50,16 @@ from detbal.agents.fit.config import FitConfig, add_fit_arguments, config_from_a
 if TYPE_CHECKING:
     from detbal.agents.fit.loop import FitRunResult
 
-__all__ = ["FitConfig", "FitRunResult", "add_fit_arguments", "config_from_args", "run_fit"]
+__all__ = ["FitConfig", "FitRunResult", "add_fit_arguments", "config_from_args", "grammar_sha256",
+           "run_fit"]
+
+
+def grammar_sha256(config: FitConfig) -> str | None:
+    """SHA-256 of the grammar a run with ``config`` decodes under (None: unconstrained)."""
+    from detbal.agents.fit.grammar import config_grammar
+
+    grammar = config_grammar(config)
+    return grammar.sha256 if grammar is not None else None
 
 
 async def run_fit(*args: Any, **kwargs: Any) -> FitRunResult:

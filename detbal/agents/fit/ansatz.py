@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-FUNCTIONS = (
-    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "tanh",
-    "log", "log10", "exp", "square", "sqrt", "abs",
+from detbal.agents.fit.language import (
+    BINARY_OPERATORS,
+    FUNCTIONS,
+    LITERAL_SPELLINGS,
+    NAMED_CONSTANTS,
+    PARAM_PREFIX,
 )
-NAMED_CONSTANTS = {"pi": math.pi}
-LITERAL_SPELLINGS = frozenset({"1", "2", "1.0", "2.0"})
+
 MAX_LENGTH = 2000
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 
@@ -56,9 +59,9 @@ class Ansatz:
 
 def _param_index(name: str) -> int | None:
     """``j`` for ``paramj`` (j >= 1, no leading zero), else None."""
-    if not name.startswith("param"):
+    if not name.startswith(PARAM_PREFIX):
         return None
-    digits = name[5:]
+    digits = name[len(PARAM_PREFIX):]
     if not digits.isascii() or not digits.isdigit() or digits.startswith("0"):
         return None
     return int(digits)
@@ -77,7 +80,8 @@ class _Checker:
     def check(self, node: ast.AST) -> None:
         if isinstance(node, ast.BinOp):
             if type(node.op) not in _BINOPS:
-                raise AnsatzError(f"operator {_node_name(node.op)} is not allowed (only + - * / **)")
+                raise AnsatzError(f"operator {_node_name(node.op)} is not allowed"
+                                  f" (only {' '.join(BINARY_OPERATORS)})")
             self.check(node.left)
             self.check(node.right)
         elif isinstance(node, ast.UnaryOp):
@@ -148,6 +152,25 @@ def validate_ansatz(text: str, variables: Sequence[str] = ("log_v_k_nu",)) -> An
         gaps = ", ".join(f"param{j}" for j in missing[:3])
         raise AnsatzError(f"parameters must be numbered param1..param{k} without gaps (missing {gaps})")
     return Ansatz(text=text, variables=tuple(variables), n_params=k, tree=tree.body)
+
+
+_PARAM_TOKEN = re.compile(rf"\b{PARAM_PREFIX}([0-9]+)\b")
+
+
+def renumber_params(text: str) -> str:
+    """``text`` with its parameters renamed param1, param2, ... in order of first use.
+
+    ``param3*log_v_k_nu + param7 + param3`` becomes ``param1*log_v_k_nu + param2 + param1``.
+    The decoding grammar lets the model pick parameter numbers freely; renumbering
+    afterwards makes every answer it admits a valid state.
+    """
+    order: dict[str, int] = {}
+
+    def sub(m: re.Match[str]) -> str:
+        j = order.setdefault(m.group(1), len(order) + 1)
+        return f"{PARAM_PREFIX}{j}"
+
+    return _PARAM_TOKEN.sub(sub, text)
 
 
 def invalid_reason(text: str, variables: Sequence[str] = ("log_v_k_nu",)) -> str | None:

@@ -29,7 +29,8 @@ class FitConfig:
     scores).  Every ``repopulate_every`` cycles the worst
     ``floor(repopulate_fraction * islands)`` islands (at least one when the
     fraction is positive and there are two or more islands) are reseeded with the
-    best island's population.
+    best island's population.  ``constrain``: every answer is decoded under the
+    ansatz grammar (one-call: the whole answer; two-call: each translation).
     """
 
     dataset: str = "nikuradse_2"
@@ -51,10 +52,11 @@ class FitConfig:
     max_tokens: int = 400
     translate_max_tokens: int = 96
     seed_ansatz: str | None = None
+    constrain: bool = False  # grammar-constrained decoding (detbal.agents.fit.grammar)
 
     #: fields that must not change when a run is resumed
     STRUCTURAL = ("dataset", "islands", "rounds", "per_round", "population", "repopulate_every",
-                  "repopulate_fraction", "starts", "fit_maxiter", "mode", "seed", "seed_ansatz")
+                  "repopulate_fraction", "starts", "fit_maxiter", "mode", "seed", "seed_ansatz", "constrain")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:

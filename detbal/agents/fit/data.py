@@ -26,15 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from detbal.agents.fit.language import VARIABLES
 from detbal.errors import DetbalError, InputError
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("nikuradse_1", "nikuradse_2")
-FEATURES: dict[str, tuple[str, ...]] = {
-    "nikuradse_1": ("r_k", "log_Re"),
-    "nikuradse_2": ("log_v_k_nu",),
-}
+FEATURES: dict[str, tuple[str, ...]] = VARIABLES
 RAW_FILE = "nikuradse_raw.csv"
 DATA_ENV = "DETBAL_DATA_DIR"
 CACHE_ENV = "DETBAL_CACHE_DIR"

@@ -16,6 +16,19 @@ stores one attempt per new ansatz: ``source`` = example, ``target`` = ansatz str
 (features: score, MSE, parameters; canonical: sympy form) or an escape
 (``api_error``, ``empty``, ``invalid_ansatz``, ``fit_failed``).
 
+Constrained decoding (``FitConfig.constrain``).  One-call: the whole answer is
+decoded under :func:`~detbal.agents.fit.grammar.ansatz_grammar` (``per_round``
+ideas); two-call: each translation is.  Parameters are then renumbered in order of
+first use, so every answer the grammar admits is a valid state; ``params.grammar``
+of every attempt holds the grammar's SHA-256 (None: free text).
+
+Replay.  Each call's whole answer is stored once: in ``params.answer`` of the
+first attempt the round stores (the others point to it with ``params.answer_in``);
+``raw_answer`` of each attempt holds its own idea (two-call: idea, the mark
+:data:`~detbal.agents.fit.prompts.TRANSLATION_MARK` and the translation).
+Translator calls carry the key ``translate:<idea>``, so the replay backend
+serves every call of a stored run again.
+
 Resume.  Every choice is a function of the seed, the round index and the island
 populations, and the populations are a function of the stored attempts (their
 ``params`` hold island, round and fit results).  So a restarted run replays the
@@ -32,7 +45,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,9 +53,16 @@ import numpy as np
 from detbal.agents.backends import base as _base
 from detbal.agents.backends.base import Backend, BackendError, Completion, Message, SamplingParams
 from detbal.agents.fit import prompts as P
-from detbal.agents.fit.ansatz import AnsatzError, canonical_form, compile_ansatz, validate_ansatz
+from detbal.agents.fit.ansatz import (
+    AnsatzError,
+    canonical_form,
+    compile_ansatz,
+    renumber_params,
+    validate_ansatz,
+)
 from detbal.agents.fit.config import SEED_REASONING, FitConfig
 from detbal.agents.fit.data import Dataset, load_dataset
+from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
 from detbal.agents.runner import signal_handlers
 from detbal.errors import DetbalError
@@ -182,6 +202,7 @@ class _Slot:
     latency_s: float | None = None
     finish_reason: str | None = None
     translator: dict[str, Any] | None = None
+    call_answer: str | None = None  # slot 0 only: the whole answer of the round's (generator) call
 
 
 def _add_usage(slot: _Slot, c: Completion) -> None:
@@ -231,6 +252,8 @@ class FitSearch:
         self.stop_reason: str | None = None
         self.dataset = dataset or load_dataset(config.dataset, config.data_dir, download=config.download)
         self.prompt_hash = P.prompt_hash(config.mode)
+        grammar = config_grammar(config)
+        self.grammar = grammar.gbnf if grammar is not None else None  # one-call answer or translation
         self._stop_excs = _stop_exceptions()
         self.committed = 0
         self.escapes = 0
@@ -362,13 +385,15 @@ class FitSearch:
                 slots[s].raw = gen.text if not ideas else None
                 slots[s].escape = "empty"
                 slots[s].detail = f"the answer held {len(ideas)} of {n} ideas"
-        tp = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.translate_max_tokens, seed=sp.seed)
+        slots[0].call_answer = gen.text
+        tp = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.translate_max_tokens, seed=sp.seed,
+                            grammar=self.grammar)
 
         async def translate(s: int) -> None:
             idea = ideas[s]
             tmsgs = [{"role": "user", "content": P.render(
                 "translate", variables=", ".join(self.dataset.features), idea=idea.text)}]
-            out = await self._guarded(backend, tmsgs, tp, None)
+            out = await self._guarded(backend, tmsgs, tp, P.translation_key(idea.text))
             slot = slots[s]
             slot.translator = tp.as_dict()
             if isinstance(out, BackendError):
@@ -378,7 +403,7 @@ class FitSearch:
             _add_usage(slot, out)
             slot.finish_reason = out.finish_reason
             slot.raw = idea.text + P.TRANSLATION_MARK + out.text
-            slot.text = P.translated_ansatz(out.text)
+            slot.text = self._decoded(P.translated_ansatz(out.text))
             await self._evaluate(slot)
 
         done = await asyncio.gather(*(translate(s) for s in range(min(n, len(ideas)))),
@@ -397,10 +422,11 @@ class FitSearch:
         ideas = P.split_ideas(out.text, n)
         slots = [_Slot(finish_reason=out.finish_reason) for _ in range(n)]
         _add_usage(slots[0], out)
+        slots[0].call_answer = out.text
         for s in range(n):
             if s < len(ideas):
                 slots[s].raw = ideas[s].text
-                slots[s].text = ideas[s].formula
+                slots[s].text = self._decoded(ideas[s].formula)
                 if not ideas[s].formula:
                     slots[s].escape, slots[s].detail = "empty", "the idea has no ANSATZ line"
                     slots[s].text = None
@@ -409,6 +435,10 @@ class FitSearch:
                 slots[s].escape, slots[s].detail = "empty", f"the answer held {len(ideas)} of {n} ideas"
         await asyncio.gather(*(self._evaluate(sl) for sl in slots))
         return slots
+
+    def _decoded(self, formula: str) -> str:
+        """Under a grammar the model numbers parameters freely: renumber them in order of use."""
+        return renumber_params(formula) if self.grammar is not None and formula else formula
 
     def _attempt(self, slot: _Slot, example: Member, base_params: dict[str, Any], s: int,
                  started: str) -> Attempt:
@@ -446,7 +476,7 @@ class FitSearch:
             if src != example.text:
                 example = self.known.get(src) or Member(src, math.nan, math.nan, (), "", -1)
         sp = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            seed=call_seed)
+                            seed=call_seed, grammar=self.grammar if cfg.mode == "one-call" else None)
         started = utc_now()
         try:
             if cfg.mode == "two-call":
@@ -459,12 +489,18 @@ class FitSearch:
                        "mode": cfg.mode, "island": i, "cycle": c, "round": r, "round_in_cycle": k}
         rng_state = {"scheme": RNG_SCHEME, "seed": cfg.seed, "round": r}
         first = r * cfg.per_round
+        # the call's whole answer is stored once, with the first attempt this call stores
+        carrier = min(seq for seq in seqs if seq not in stored)
         for seq in seqs:
             s = seq - first
             if seq in stored:
                 m = self._member_from_row(stored[seq])
             else:
                 attempt = self._attempt(slots[s], example, base_params, s, started)
+                if slots[0].call_answer is not None:
+                    extra = ({"answer": slots[0].call_answer} if seq == carrier
+                             else {"answer_in": carrier})
+                    attempt = replace(attempt, params={**(attempt.params or {}), **extra})
                 self.store.record_attempt(self.run_id, seq, attempt, rng_state=rng_state)
                 self.committed += 1
                 if attempt.escape is not None:

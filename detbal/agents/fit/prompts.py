@@ -172,6 +172,13 @@ def translated_ansatz(answer: str) -> str:
 
 
 TRANSLATION_MARK = "\n--- translation ---\n"
+#: prefix of the key of a translator call (the replay backend serves translations by idea)
+TRANSLATION_KEY = "translate:"
+
+
+def translation_key(idea: str) -> str:
+    """The ``key`` of the translator call for ``idea`` (live backends ignore keys)."""
+    return TRANSLATION_KEY + idea
 
 
 def reasoning_from_raw(raw_answer: str | None) -> str:

@@ -1,0 +1,197 @@
+"""The decoding grammar of the fit agent, generated from the ansatz language's tables.
+
+Every string the grammar admits is, after :func:`~detbal.agents.fit.ansatz.renumber_params`,
+a valid ansatz (:func:`~detbal.agents.fit.ansatz.validate_ansatz`) that uses at
+least one data variable and at least one fit parameter; numbers other than the
+constants 1, 2 and pi cannot be written.
+
+Shape.  An expression at nesting depth ``d`` is a chain of terms ``t (op t)*``
+(at most :data:`MAX_TERMS` terms); a term is an optional unary minus, a unit and an
+optional power ``** e`` (``e`` in :data:`~detbal.agents.fit.language.POWER_EXPONENTS`);
+a unit is an atom
+(variable, ``param`` + digit, 1, 2, pi), a function call or a parenthesised
+expression at depth ``d + 1``; depth :data:`MAX_DEPTH` has atoms only.  Functions
+defined on part of the real line get their argument wrapped in a guard
+(:data:`~detbal.agents.fit.language.DOMAIN_GUARDS`: ``log(abs(u))``,
+``arcsin(tanh(u))``), and powers are integers, so that nearly every answer can be
+fitted (an ansatz that is NaN at some data point for every parameter value is the
+escape ``fit_failed``).  The
+requirements ("contains a variable", "contains a parameter") are threaded
+through the rules so that the first term holding a required kind of atom is the
+one the grammar tracks; the parse is unambiguous, which keeps llama.cpp's
+grammar sampler fast.
+
+The one-call answer format is written into the grammar (``IDEA i`` /
+``REASONING:`` one line of words / ``ANSATZ:`` expression, ``per_round`` times),
+so the parser in :mod:`detbal.agents.fit.prompts` reads every constrained answer.
+The bounds keep answers short: unbounded, SmolLM2-135M fills its token limit
+with ever longer sums of constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+from detbal.agents.fit.config import FitConfig
+from detbal.agents.fit.language import (
+    BINARY_OPERATORS,
+    DOMAIN_GUARDS,
+    FUNCTIONS,
+    LITERALS,
+    NAMED_CONSTANTS,
+    PARAM_PREFIX,
+    POWER,
+    POWER_EXPONENTS,
+    VARIABLES,
+)
+from detbal.agents.grammar import Alt, Chars, Expr, Grammar, Lit, Ref, Rep, Seq, alt, seq
+
+#: deepest nesting of function calls and parentheses
+MAX_DEPTH = 2
+#: most terms ``t op t op ...`` in one (sub)expression
+MAX_TERMS = 3
+#: characters of one reasoning line (words only: letters, blanks, commas, full stops)
+REASONING_CHARS = 60
+
+_V, _P = "v", "p"
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_REASONING = Chars("[a-zA-Z ,.]", _LETTERS + " ,.")
+
+
+class _Builder:
+    def __init__(self, variables: Sequence[str]) -> None:
+        self.variables = tuple(variables)
+        self.rules: dict[str, Expr] = {}
+        digits = Chars("[1-9]", "123456789")
+        blank = Rep(Lit(" "), 0, 1)
+        self.rules["op"] = Seq((blank, alt(*(o for o in BINARY_OPERATORS if o != POWER)), blank))
+        self.rules["pow"] = Seq((blank, Lit(POWER), blank, alt(*POWER_EXPONENTS)))
+        self.rules["fn"] = alt(*(f for f in FUNCTIONS if f not in DOMAIN_GUARDS))
+        self.guards = sorted(set(DOMAIN_GUARDS.values()))
+        for g in self.guards:
+            self.rules[f"fn-{g}"] = alt(*(f for f in FUNCTIONS if DOMAIN_GUARDS.get(f) == g))
+        self.rules["var"] = alt(*self.variables)
+        self.rules["param"] = Seq((Lit(PARAM_PREFIX), digits))
+        self.rules["const"] = alt(*LITERALS, *NAMED_CONSTANTS)
+
+    @staticmethod
+    def _key(must: frozenset[str], allow: frozenset[str]) -> str:
+        m = "".join(sorted(must)) or "0"
+        a = "".join(sorted(allow)) or "0"
+        return f"{m}-{a}"
+
+    def _possible(self, d: int, must: frozenset[str]) -> bool:
+        """Can a unit at depth ``d`` hold every kind in ``must``?  (An atom holds one.)"""
+        return len(must) <= 1 or d < MAX_DEPTH
+
+    def unit(self, d: int, must: frozenset[str], allow: frozenset[str]) -> str:
+        name = f"u{d}-{self._key(must, allow)}"
+        if name in self.rules:
+            return name
+        self.rules[name] = Lit("")  # placeholder against re-entry
+        options: list[Expr] = []
+        if not must:
+            options.append(Ref("const"))
+            if _V in allow:
+                options.append(Ref("var"))
+            if _P in allow:
+                options.append(Ref("param"))
+        elif must == {_V}:
+            options.append(Ref("var"))
+        elif must == {_P}:
+            options.append(Ref("param"))
+        if d < MAX_DEPTH:
+            inner = self.expr(d + 1, must, allow)
+            options.append(seq(Ref("fn"), "(", Ref(inner), ")"))
+            for g in self.guards:
+                options.append(seq(Ref(f"fn-{g}"), f"({g}(", Ref(inner), "))"))
+            options.append(seq("(", Ref(inner), ")"))
+        self.rules[name] = options[0] if len(options) == 1 else Alt(tuple(options))
+        return name
+
+    def term(self, d: int, must: frozenset[str], allow: frozenset[str]) -> str:
+        name = f"t{d}-{self._key(must, allow)}"
+        if name not in self.rules:
+            self.rules[name] = Seq((Rep(Lit("-"), 0, 1), Ref(self.unit(d, must, allow)),
+                                    Rep(Ref("pow"), 0, 1)))
+        return name
+
+    def expr(self, d: int, must: frozenset[str], allow: frozenset[str], k: int = 0) -> str:
+        """Expression at depth ``d`` of at most ``k`` terms (default :data:`MAX_TERMS`) holding
+        every kind in ``must``, with atoms only of kinds in ``allow``."""
+        k = k or MAX_TERMS
+        name = f"e{d}-{self._key(must, allow)}-{k}"
+        if name in self.rules:
+            return name
+        self.rules[name] = Lit("")  # placeholder against re-entry
+        empty: frozenset[str] = frozenset()
+        free = Ref(self.term(d, empty, allow))
+
+        def tail(n: int) -> Expr:
+            return Rep(Seq((Ref("op"), free)), 0, n)
+
+        if not must:
+            self.rules[name] = Seq((free, tail(k - 1))) if k > 1 else free
+            return name
+        # the i terms before the first one holding a required kind hold none of them
+        plain = Ref(self.term(d, empty, allow - must))
+        options: list[Expr] = []
+        for i in range(k):
+            before: list[Expr] = [Rep(Seq((plain, Ref("op"))), i, i)] if i else []
+            left = k - 1 - i  # terms still allowed after the tracked one
+            for got in _nonempty_subsets(must):
+                rest = must - got
+                if not self._possible(d, got) or (rest and left < 1):
+                    continue
+                # the tracked term holds exactly the kinds `got` of `must`
+                first = Ref(self.term(d, got, allow - rest))
+                if rest:
+                    after: list[Expr] = [Ref("op"), Ref(self.expr(d, rest, allow, left))]
+                else:
+                    after = [tail(left)] if left else []
+                options.append(Seq((*before, first, *after)))
+        self.rules[name] = options[0] if len(options) == 1 else Alt(tuple(options))
+        return name
+
+
+def _nonempty_subsets(s: frozenset[str]) -> list[frozenset[str]]:
+    items = sorted(s)
+    out = []
+    for mask in range(1, 1 << len(items)):
+        out.append(frozenset(x for i, x in enumerate(items) if mask >> i & 1))
+    return sorted(out, key=lambda x: (-len(x), sorted(x)))
+
+
+@lru_cache(maxsize=16)
+def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int | None = 3) -> Grammar:
+    """The grammar of one answer: ``per_round`` ideas in the one-call format, or
+    (``per_round`` None) a bare ansatz expression (the translator call of two-call mode)."""
+    if not variables:
+        raise ValueError("ansatz_grammar needs at least one variable")
+    if per_round is not None and per_round < 1:
+        raise ValueError("per_round must be at least 1")
+    b = _Builder(variables)
+    both = frozenset({_V, _P})
+    b.rules["ansatz"] = Ref(b.expr(0, both, both))
+    if per_round is None:
+        b.rules["root"] = Ref("ansatz")
+        what = "one ansatz"
+    else:
+        b.rules["reasoning"] = Rep(_REASONING, 1, REASONING_CHARS)
+        b.rules["root"] = Seq(tuple(
+            seq(f"IDEA {i}\nREASONING: ", Ref("reasoning"), "\nANSATZ: ", Ref("ansatz"), "\n")
+            for i in range(1, per_round + 1)))
+        what = f"{per_round} ideas (IDEA/REASONING/ANSATZ)"
+    rules = {"root": b.rules.pop("root"), **b.rules}
+    return Grammar(rules, f"{what} over {', '.join(variables)}; >= 1 variable, >= 1 parameter,"
+                          f" depth <= {MAX_DEPTH}")
+
+
+def config_grammar(config: FitConfig) -> Grammar | None:
+    """The grammar a fit run decodes under (None when ``config.constrain`` is off):
+    the whole answer in one-call mode, each translation in two-call mode."""
+    if not config.constrain:
+        return None
+    per_round = config.per_round if config.mode == "one-call" else None
+    return ansatz_grammar(VARIABLES[config.dataset], per_round)
