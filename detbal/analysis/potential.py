@@ -21,21 +21,20 @@ component as beyond the measurable range instead of printing a run-away number:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import optimize
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.action import action_and_gradient, k_zero
 from detbal.analysis.counts import Kernel
-from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
 from detbal.errors import DetbalError
 
 log = logging.getLogger(__name__)
@@ -65,6 +64,8 @@ class PotentialFit:
     converged: bool
     iterations: int
     bootstrap_V: np.ndarray | None = None
+    #: the solver's V (NaN outside components, zero mean per component): the bootstrap's start
+    _solution_V: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def identifiable(self) -> np.ndarray:
@@ -104,7 +105,13 @@ def _components(kernel: Kernel, src: np.ndarray, dst: np.ndarray, positive: np.n
                 reference: int | None) -> _Components:
     n = kernel.n_states
     s, d = src[positive], dst[positive]
-    graph = coo_matrix((np.ones(len(s)), (s, d)), shape=(n, n)).tocsr()
+    if len(s) > 1 and np.any(s[1:] < s[:-1]):
+        order = np.argsort(s, kind="stable")
+        s, d = s[order], d[order]
+    # edges sorted by source (Kernel's order) give the CSR structure directly
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(s, minlength=n), out=indptr[1:])
+    graph = csr_matrix((np.ones(len(s), dtype=np.int8), d, indptr), shape=(n, n))
     _, labels = connected_components(graph, directed=True, connection="strong")
     sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
     big = sizes >= 2
@@ -167,6 +174,8 @@ def _minimise(
         value, g = action_and_gradient(V, src, dst, w, kernel=kernel_name, beta=beta, grad_out=grad,
                                        parallel=nthreads > 1)
         return value, g.copy()
+
+    from scipy import optimize  # only for this fallback (importing it costs ~0.1 s)
 
     res = optimize.minimize(
         fun, x, jac=True, method="L-BFGS-B",
@@ -268,7 +277,31 @@ class LeastActionPotential:
         self.tol = tol
         self.max_iter = max_iter
 
-    def fit(self, kernel: Kernel, progress: Progress | None = None) -> PotentialFit:
+    def fit(self, kernel: Kernel, progress: Progress | None = None, *, errors: bool = True) -> PotentialFit:
+        """The least-action potential; with ``errors`` (default) and ``bootstrap`` > 0, also
+        its bootstrap standard errors (:meth:`add_errors`)."""
+        fit = self._point_fit(kernel)
+        if errors and self.bootstrap > 0:
+            fit = self.add_errors(kernel, fit, progress)
+        return fit
+
+    def add_errors(self, kernel: Kernel, fit: PotentialFit, progress: Progress | None = None) -> PotentialFit:
+        """``fit`` (from :meth:`fit` with ``errors=False``) with ``self.bootstrap`` bootstrap
+        replicates: ``stderr`` and ``bootstrap_V`` filled in, everything else unchanged."""
+        ok = fit.identifiable
+        if self.bootstrap <= 0 or not ok.any():
+            return fit
+        reference = None if fit.gauge == "mean" else kernel.counts.index(fit.gauge)
+        start = fit._solution_V if fit._solution_V is not None else self._point_fit(kernel)._solution_V
+        boot = self._bootstrap(kernel, start, ok, reference, progress)
+        stderr = np.full(kernel.n_states, np.nan)
+        valid = np.sum(np.isfinite(boot), axis=0)
+        enough = valid >= max(2, boot.shape[0] // 2)
+        if enough.any():
+            stderr[enough] = np.nanstd(boot[:, enough], axis=0, ddof=1)
+        return dataclasses.replace(fit, stderr=stderr, bootstrap_V=boot)
+
+    def _point_fit(self, kernel: Kernel) -> PotentialFit:
         reference = None if self.gauge == "mean" else kernel.counts.index(str(self.gauge))
         sol = _solve(kernel, kernel.T, self.kernel, self.beta, reference, None, self.tol,
                      self.max_iter, self.solver)
@@ -284,33 +317,27 @@ class LeastActionPotential:
         if reference is None and main >= 0:
             # zero mean over the identifiable states of the main component
             V[main_members] -= V[ok].mean() if ok.any() else 0.0
-        stderr = np.full(kernel.n_states, np.nan)
-        boot = None
-        if self.bootstrap > 0 and ok.any():
-            boot = self._bootstrap(kernel, sol.V, ok, reference, progress)
-            valid = np.sum(np.isfinite(boot), axis=0)
-            enough = valid >= max(2, boot.shape[0] // 2)
-            if enough.any():
-                stderr[enough] = np.nanstd(boot[:, enough], axis=0, ddof=1)
         V_report = np.where(ok, V, np.nan)
         sources = kernel.counts.attempts
         return PotentialFit(
-            states=kernel.states, V=V_report, V_fit=V, stderr=stderr, flags=tuple(flags),
-            component=sol.comps.label, sources=sources, action=sol.action, k0=k_zero(self.kernel),
-            kernel=self.kernel, beta=self.beta,
+            states=kernel.states, V=V_report, V_fit=V, stderr=np.full(kernel.n_states, np.nan),
+            flags=tuple(flags), component=sol.comps.label, sources=sources, action=sol.action,
+            k0=k_zero(self.kernel), kernel=self.kernel, beta=self.beta,
             gauge="mean" if reference is None else kernel.states[reference],
             n_sources=kernel.n_sources, converged=sol.converged, iterations=sol.iterations,
-            bootstrap_V=boot,
+            bootstrap_V=None, _solution_V=sol.V,
         )
 
     def _bootstrap(self, kernel: Kernel, V_fit: np.ndarray, ok: np.ndarray,
                    reference: int | None, progress: Progress | None) -> np.ndarray:
-        """Resample attempts per source, refit, align the gauge on shared states."""
-        trials = kernel.trials
+        """Resample attempts per source, refit from the fitted potential, align the gauge
+        on shared states; ``n_jobs`` threads (the solver releases the GIL)."""
+        trials = np.ascontiguousarray(np.rint(kernel.trials), dtype=np.int64)
+        ptr = row_pointer(kernel.src, kernel.n_states)
         seeds = replicate_seeds(self.seed, self.bootstrap)
 
         def one(seed: int) -> np.ndarray:
-            T = kernel.rates(sample_edge_counts(kernel.src, kernel.T, trials, seed))
+            T = kernel.rates(sample_edge_counts(kernel.src, kernel.T, trials, seed, ptr=ptr))
             try:
                 sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol,
                              self.max_iter, self.solver)
@@ -322,19 +349,8 @@ class LeastActionPotential:
                 V = V - V[shared].mean() + V_fit[shared].mean() - V_fit[ok].mean()
             return V
 
-        out = np.empty((self.bootstrap, kernel.n_states))
-        if self.n_jobs > 1:
-            with ThreadPoolExecutor(self.n_jobs) as pool:
-                for i, row in enumerate(pool.map(one, seeds)):
-                    out[i] = row
-                    if progress:
-                        progress(1)
-        else:
-            for i, s in enumerate(seeds):
-                out[i] = one(s)
-                if progress:
-                    progress(1)
-        return out
+        rows = map_replicates(one, seeds, n_jobs=self.n_jobs, progress=progress)
+        return np.stack(rows) if rows else np.empty((0, kernel.n_states))
 
 
 def fit_potential(kernel: Kernel, /, **options: object) -> PotentialFit:
