@@ -6,6 +6,7 @@ The server is started once for this module on a free loopback port and killed at
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -124,23 +125,6 @@ def test_embedded_backend_is_seeded_and_pooled() -> None:
     assert all(o.completion_tokens and o.completion_tokens <= 6 for o in outs)
 
 
-def test_demo_runs_the_embedded_model_and_writes_a_report(tmp_path, capsys) -> None:
-    pytest.importorskip("detbal.analysis.pipeline")
-    out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--attempts", "60"]) == 0
-    text = capsys.readouterr().out
-    assert "report:" in text
-    assert (out / "words.sqlite").exists()
-    assert (out / "README.md").exists()
-    assert (out / "analysis" / "report.md").exists()
-    # the same command again continues the same run (nothing to add)
-    assert main(["-q", "demo", "--out", str(out), "--attempts", "60"]) == 0
-    with RunStore(out / "words.sqlite", create=False) as s:
-        assert [x.attempts for x in s.run_summaries()] == [60]
-        temps = {json.loads(r["params"])["temperature"] for r in s.iter_attempts()}
-    assert temps == {0.6}  # the demo's default, recorded with every attempt
-
-
 def test_local_backend_through_the_cli_and_kill_free_rerun(tmp_path) -> None:
     store = tmp_path / "l.sqlite"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
@@ -150,3 +134,134 @@ def test_local_backend_through_the_cli_and_kill_free_rerun(tmp_path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "12/12 attempts stored" in done.stdout
+
+
+# -- constrained decoding (grammar) ---------------------------------------------------
+
+def _word_grammar():
+    from detbal.agents.words import WordGrammar
+    from detbal.errors import InputError
+
+    try:
+        return WordGrammar.load(100)
+    except InputError:
+        pytest.skip("no word list (Debian: apt-get install wamerican)")
+
+
+def _check_constrained_words(store: Path, n: int) -> list[dict]:
+    wg = _word_grammar()
+    with RunStore(store, create=False) as s:
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+        (run,) = s.runs()
+    assert [r["seq"] for r in rows] == list(range(n))
+    assert run.config["constrain"] is True and run.config["grammar"] == wg.sha256
+    for r in rows:
+        # every answer is a new dictionary word of value 100: no escape at all
+        assert r["escape"] is None and r["target"] in wg.words and r["target"] != r["source"], r
+        assert json.loads(r["params"])["grammar"] == hashlib.sha256(
+            wg.for_source(r["source"]).encode()).hexdigest()
+    return rows
+
+
+def test_constrained_words_on_the_llama_cpp_server(llama_server, tmp_path, monkeypatch) -> None:
+    """--constrain sends the grammar in the request body; llama_cpp.server's chat endpoint honours it."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    store = tmp_path / "w.sqlite"
+    common = ["-q", "run", "words", "--backend", "openai", "--base-url", llama_server,
+              "--model", "smollm2", "--attempts", "12", "--concurrency", "2", "--seed", "3"]
+    assert main([*common, "--store", str(store), "--constrain"]) == 0
+    rows = _check_constrained_words(store, 12)
+    assert len({r["target"] for r in rows}) >= 4
+    # without --constrain the same server answers freely (the paper's escapes come back)
+    free = tmp_path / "free.sqlite"
+    assert main([*common, "--store", str(free), "--max-tokens", "8"]) == 0
+    with RunStore(free, create=False) as s:
+        (run,) = s.runs()
+        assert run.config["constrain"] is False
+        assert all(json.loads(r["params"])["grammar"] is None for r in s.iter_attempts())
+
+
+def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
+    """The embedded model's default (constrained): kill -9, the same command resumes; replay reproduces."""
+    _word_grammar()
+    store = tmp_path / "k.sqlite"
+    n = 30
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    base = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--concurrency", "1",
+            "--instances", "1", "--seed", "4"]
+    cmd = [*base, "--store", str(store), "--backend", "local", "--attempts", str(n)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _count(store) < 5:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    assert 5 <= _count(store) < n
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    live = _check_constrained_words(store, n)
+    # offline replay of the constrained run: the same outcomes, recorded as constrained
+    replayed = tmp_path / "r.sqlite"
+    rep = [*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(store),
+           "--attempts", str(n)]
+    done = subprocess.run(rep, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with RunStore(replayed, create=False) as s:
+        (run,) = s.runs()
+        again = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+    assert run.config["constrain"] is True
+    key = [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in live]
+    assert [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in again] == key
+
+
+def _count(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        with RunStore(store, create=False) as s:
+            return len(list(s.iter_attempts()))
+    except Exception:  # the store is being created
+        return 0
+
+
+def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path, monkeypatch) -> None:
+    """Every constrained answer parses into three ansatzes; the call budget stops between rounds;
+    the same command resumes; the whole answers stored once per call replay the study offline."""
+    data = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "nikuradse"
+    if not (data / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    monkeypatch.setenv("DETBAL_DATA_DIR", str(data))
+    live = tmp_path / "fit.sqlite"
+    base = ["-q", "run", "fit", "--islands", "1", "--cycles", "1", "--rounds", "2", "--starts", "10",
+            "--seed", "3", "--concurrency", "1", "--attempts", "6"]
+    assert main([*base, "--store", str(live), "--backend", "local", "--budget-calls", "1"]) == 3
+    assert _count(live) == 3  # one whole round, nothing of the next
+    assert main([*base, "--store", str(live), "--backend", "local"]) == 0
+    with RunStore(live, create=False) as s:
+        (run,) = s.runs()
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+    assert run.config["constrain"] is True and run.config["fit"]["mode"] == "one-call"
+    assert [r["seq"] for r in rows] == list(range(6))
+    for r in rows:
+        params = json.loads(r["params"])
+        assert params["grammar"] == run.config["grammar"]
+        assert r["escape"] not in ("empty", "invalid_ansatz"), r  # the grammar makes them impossible
+        if r["seq"] % 3 == 0:  # the whole answer, once per call
+            assert params["answer"].startswith("IDEA 1\nREASONING: ") and r["raw_answer"] in params["answer"]
+        else:
+            assert params["answer_in"] == r["seq"] - r["seq"] % 3
+    replayed = tmp_path / "replay.sqlite"
+    rep = [*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(live)]
+    assert main(rep) == 0
+
+    def outcome(store: Path) -> list[tuple]:
+        with RunStore(store, create=False) as s:
+            return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"])
+                    for r in sorted(s.iter_attempts(), key=lambda r: r["seq"])]
+
+    assert outcome(replayed) == outcome(live)
+    # more than was recorded: a clean stop, nothing invented
+    assert main([*rep, "--attempts", "9"]) == 1  # the last --attempts counts
+    assert outcome(replayed) == outcome(live)
