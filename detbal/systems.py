@@ -6,6 +6,9 @@
 * :func:`driven_chain`: the same with an antisymmetric, non-gradient drive A:
   P(g|f) is multiplied by exp(drive * (A_fg - 1)), so
   log[P(g|f)/P(f|g)] = V_f - V_g + 2 drive A_fg and cycles carry affinity.
+* :func:`driven_ring`: states on a ring, each linked to its neighbours at
+  distance 1 and 2; every 3-cycle i -> i+1 -> i+2 -> i carries the same known
+  affinity (the edges i -> i+1 carry half of it each).
 
 :func:`sample_agent` reproduces the agents' protocol (METHOD.md section 1): the
 source is drawn uniformly from the states found so far and several children
@@ -100,6 +103,41 @@ def metropolis_chain(
 def driven_chain(n_states: int = 200, *, drive: float = 1.0, **kwargs: object) -> SyntheticChain:
     """Non-reversible variant of :func:`metropolis_chain` with a rotational drive."""
     return metropolis_chain(n_states, drive=drive, **kwargs)  # type: ignore[arg-type]
+
+
+def driven_ring(
+    n_states: int = 1000,
+    *,
+    affinity: float = 0.6,
+    potential_scale: float = 1.0,
+    escape: float = 0.1,
+    seed: int | None = 0,
+) -> SyntheticChain:
+    """Ring of states linked to i +- 1 and i +- 2, Metropolis on V ~ N(0, scale^2), driven.
+
+    log[P(g|f)/P(f|g)] = V_f - V_g + a_fg with a = affinity/2 on every edge i -> i+1
+    (and -affinity/2 back), 0 on i -> i+2, so each 3-cycle i -> i+1 -> i+2 -> i has
+    affinity ``affinity`` (and the loop around the ring n affinity / 2).  The drive
+    only lowers probabilities (the backward step is multiplied by exp(-affinity/2)).
+    """
+    if n_states < 5:
+        raise ValueError(f"n_states must be >= 5 for a ring with steps 1 and 2, got {n_states}")
+    rng = np.random.default_rng(seed)
+    V = rng.normal(0.0, potential_scale, size=n_states)
+    i = np.arange(n_states)
+    src = np.concatenate([i, i, i, i])
+    dst = np.concatenate([(i + 1) % n_states, (i - 1) % n_states, (i + 2) % n_states,
+                          (i - 2) % n_states])
+    step = np.repeat([1, -1, 2, -2], n_states)
+    p = np.minimum(0.25, np.exp(-(V[dst] - V[src])) / 4.0)
+    p = p * np.where(step == -1, np.exp(-abs(affinity) / 2.0), 1.0) if affinity >= 0 else \
+        p * np.where(step == 1, np.exp(-abs(affinity) / 2.0), 1.0)
+    p = p * (1.0 - escape)
+    order = np.lexsort((dst, src))
+    return SyntheticChain(
+        potential=V - V.mean(), src=src[order].astype(np.int32), dst=dst[order].astype(np.int32),
+        p=p[order], escape=escape, reversible=affinity == 0,
+    )
 
 
 def sample_agent(

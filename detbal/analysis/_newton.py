@@ -11,7 +11,8 @@ L-BFGS iterations, and the whole loop runs in numba (no Python per iteration).
 
 Stopping rules are L-BFGS-B's: (S_k - S_k+1) / max(|S_k|, |S_k+1|, 1) <= ftol, or
 max |dS/dV| <= gtol; the constant (gauge) direction of each component is left to
-the caller.
+the caller, unless a Gaussian prior (``ridge``) is added, as the likelihood
+potential does (:mod:`detbal.analysis.likelihood`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,22 @@ CONVERGED_F, CONVERGED_G, MAX_ITER, LINE_SEARCH_FAILED = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
+def _add_prior(x, centre, ridge, g, diag):  # pragma: no cover - compiled
+    """Gaussian prior (ridge / 2) |x - centre|^2: adds to g and diag, returns its value."""
+    if not ridge > 0.0:
+        return 0.0
+    total = 0.0
+    for i in range(x.shape[0]):
+        dx = x[i] - centre[i]
+        total += dx * dx
+        g[i] += ridge * dx
+        diag[i] += ridge
+    return 0.5 * ridge * total
+
+
+@njit(cache=True, nogil=True)
 def _newton_cg(kind, src, dst, w, beta, x, ftol, gtol, max_iter, max_cg,
-               nthreads):  # pragma: no cover - compiled
+               nthreads, ridge, centre):  # pragma: no cover - compiled
     n = x.shape[0]
     m = src.shape[0]
     g = np.empty(n)
@@ -48,6 +63,7 @@ def _newton_cg(kind, src, dst, w, beta, x, ftol, gtol, max_iter, max_cg,
     s2 = np.empty(n)
     s3 = np.empty(n)
     f = evaluate(kind, x, src, dst, w, beta, g, diag, s1, s2, s3, nthreads)
+    f += _add_prior(x, centre, ridge, g, diag)
     nfev = 1
     ncg = 0
     g0 = 0.0
@@ -130,6 +146,7 @@ def _newton_cg(kind, src, dst, w, beta, x, ftol, gtol, max_iter, max_cg,
             for i in range(n):
                 xn[i] = x[i] + t * p[i]
             fn = evaluate(kind, xn, src, dst, w, beta, gn, diag_n, s1, s2, s3, nthreads)
+            fn += _add_prior(xn, centre, ridge, gn, diag_n)
             nfev += 1
             if fn <= f + 1e-4 * t * gp:
                 ok = True
@@ -170,12 +187,22 @@ def minimise_action(
     max_iter: int,
     max_cg: int = 2000,
     nthreads: int = 1,
+    ridge: float = 0.0,
+    centre: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, int, int, int, int]:
-    """``(V, S, status, newton_steps, evaluations, laplacian_products)``; V0 is not modified."""
+    """``(V, S, status, newton_steps, evaluations, laplacian_products)``; V0 is not modified.
+
+    ``ridge`` > 0 adds a Gaussian prior (ridge / 2) |V - centre|^2 (centre 0 by
+    default): the Hessian becomes the Laplacian plus ridge times the identity, which
+    also fixes the gauge.
+    """
     x = np.array(V0, dtype=np.float64, copy=True)
+    mid = np.zeros(x.shape[0]) if centre is None else np.ascontiguousarray(centre, dtype=np.float64)
+    if mid.shape != x.shape:
+        raise ValueError(f"centre has shape {mid.shape}, expected {x.shape}")
     f, status, nit, nfev, ncg = _newton_cg(
         int(kind), np.ascontiguousarray(src), np.ascontiguousarray(dst),
         np.ascontiguousarray(w, dtype=np.float64), float(beta), x, float(ftol), float(gtol),
-        int(max_iter), int(max_cg), int(nthreads),
+        int(max_iter), int(max_cg), int(nthreads), float(ridge), mid,
     )
     return x, float(f), int(status), int(nit), int(nfev), int(ncg)
