@@ -1,0 +1,412 @@
+"""How far from equilibrium: cycle affinities and the entropy-production rate.
+
+* **Cycle affinities.** Around a cycle f_0 -> f_1 -> ... -> f_0,
+  A = sum_i log[T(f_{i+1}<-f_i) / T(f_i<-f_{i+1})]; detailed balance holds iff
+  every A = 0.  Only pairs observed in both directions have a finite log-ratio
+  y_fg = log[T(g<-f)/T(f<-g)] (its N0 terms cancel around a cycle), with the
+  multinomial variance (1 - p)/n of each log count.  Reported for every 3-cycle
+  whose three pairs were observed both ways, and for a cycle basis (the
+  fundamental cycles of a breadth-first spanning tree of those pairs: one per
+  pair off the tree, pairs - states + components of them).
+* **RMS affinity.** sqrt of the inverse-variance weighted mean of A^2 over the
+  3-cycles.  A^2 carries the counting noise (about its variance), so the plug-in
+  value is corrected by the bootstrap: attempts are resampled per source from
+  the estimated kernel, the estimate is 2 theta - mean(theta*) on the mean
+  square, and its interval the basic bootstrap interval
+  [2 theta - q(97.5%), 2 theta - q(2.5%)], clipped at 0 before the square root.
+  The estimand is the RMS affinity of the true kernel over the cycles observed,
+  so it does not grow with noise and runs of different sizes compare.
+* **Entropy production.** For the kernel on the largest component of pairs
+  observed both ways (mass not on those pairs stays put: self-loops, escapes and
+  one-way transitions), with stationary distribution pi and fluxes
+  J_fg = pi_f T(g<-f), sigma = sum_{f,g} J_fg log(J_fg / J_gf) per step
+  (>= 0, 0 iff detailed balance).  Bias-corrected and with an interval by the
+  same bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+from detbal.analysis.counts import Kernel, reverse_pairs
+from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+
+Progress = Callable[[int], object]
+
+
+def _log_count_variance(count: np.ndarray, n0: np.ndarray) -> np.ndarray:
+    from detbal.analysis.balance import _log_count_variance as var
+
+    return var(count, n0)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Pairs f < g observed both ways: log-ratio y_fg and its variance."""
+
+    f: np.ndarray
+    g: np.ndarray
+    e_fg: np.ndarray
+    e_gf: np.ndarray
+    y: np.ndarray
+    var: np.ndarray
+
+
+def _pairs(kernel: Kernel, count: np.ndarray) -> _Pairs:
+    ok = np.flatnonzero(count > 0)
+    a, b = reverse_pairs(kernel.src[ok], kernel.dst[ok], kernel.n_states)
+    e_fg, e_gf = ok[a], ok[b]
+    f, g = kernel.src[e_fg], kernel.dst[e_fg]
+    n0 = kernel.n0
+    y = np.log(count[e_fg] / n0[f]) - np.log(count[e_gf] / n0[g])
+    var = _log_count_variance(count[e_fg], n0[f]) + _log_count_variance(count[e_gf], n0[g])
+    return _Pairs(f, g, e_fg, e_gf, y, var)
+
+
+def _pair_lookup(n: int, f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    key = f.astype(np.int64) * n + g
+    order = np.argsort(key)
+    return key[order], order
+
+
+def _signed(n: int, keys: tuple[np.ndarray, np.ndarray], a: np.ndarray,
+            b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the pair {a, b} and the sign of a -> b relative to its stored f -> g."""
+    sorted_key, order = keys
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    pos = np.searchsorted(sorted_key, lo.astype(np.int64) * n + hi)
+    return order[pos], np.where(a < b, 1.0, -1.0)
+
+
+# -- 3-cycles -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TriangleAffinities:
+    """A = y_ab + y_bc + y_ca for every 3-cycle a -> b -> c -> a (a < b < c) observed both ways."""
+
+    triangles: np.ndarray  # (k, 3) state indices
+    affinity: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.affinity / self.sigma
+
+
+def _triangle_index(kernel: Kernel, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from detbal.analysis.balance import _triangles
+
+    tri = _triangles(pairs.f, pairs.g)
+    keys = _pair_lookup(kernel.n_states, pairs.f, pairs.g)
+    if len(tri) == 0:
+        z = np.zeros((0, 3), dtype=np.int64)
+        return tri, z, z.astype(float)
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    idx, sign = zip(*(_signed(kernel.n_states, keys, x, y) for x, y in ((a, b), (b, c), (c, a))))
+    return tri, np.stack(idx, axis=1), np.stack(sign, axis=1)
+
+
+def _triangle_values(y: np.ndarray, var: np.ndarray, idx: np.ndarray,
+                     sign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.sum(sign * y[idx], axis=1), np.sum(var[idx], axis=1)
+
+
+# -- a cycle basis --------------------------------------------------------------------
+@dataclass(frozen=True)
+class CycleBasis:
+    """Fundamental cycles of a breadth-first spanning tree of the pairs observed both ways.
+
+    Cycle k closes the off-tree pair (f_k, g_k) with the tree path from g_k back to
+    f_k; ``length`` counts its pairs.
+    """
+
+    f: np.ndarray
+    g: np.ndarray
+    length: np.ndarray
+    affinity: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.affinity / self.sigma
+
+
+def _cycle_basis(n: int, pairs: _Pairs) -> tuple[CycleBasis, np.ndarray]:
+    """Cycle basis and the BFS parent array (-1 at roots and outside the pair graph)."""
+    f, g, y, var = pairs.f, pairs.g, pairs.y, pairs.var
+    empty = CycleBasis(*(np.zeros(0, dtype=np.int64),) * 3, np.zeros(0), np.zeros(0))
+    parent = np.full(n, -1, dtype=np.int64)
+    if len(f) == 0:
+        return empty, parent
+    graph = sparse.coo_matrix((np.ones(len(f)), (f, g)), shape=(n, n)).tocsr()
+    graph = graph + graph.T
+    _, labels = connected_components(graph, directed=False)
+    in_graph = np.zeros(n, dtype=bool)
+    in_graph[f] = True
+    in_graph[g] = True
+    keys = _pair_lookup(n, f, g)
+    # potential phi along the tree (phi_child = phi_parent - y_{parent -> child}),
+    # cumulative variance and depth from each root
+    phi = np.zeros(n)
+    cvar = np.zeros(n)
+    depth = np.zeros(n, dtype=np.int64)
+    tree = np.zeros(len(f), dtype=bool)
+    done = np.zeros(n, dtype=bool)
+    for root in np.flatnonzero(in_graph):
+        if done[root]:
+            continue
+        order, pred = breadth_first_order(graph, root, directed=False, return_predecessors=True)
+        done[order] = True
+        kids = order[1:]
+        par = pred[kids]
+        parent[kids] = par
+        idx, sign = _signed(n, keys, par, kids)
+        tree[idx] = True
+        for kid, p_, i, s in zip(kids.tolist(), par.tolist(), idx.tolist(), sign.tolist()):
+            phi[kid] = phi[p_] - s * y[i]
+            cvar[kid] = cvar[p_] + var[i]
+            depth[kid] = depth[p_] + 1
+    off = np.flatnonzero(~tree)
+    a, b = f[off].copy(), g[off].copy()
+    # lowest common ancestor by climbing the deeper end
+    u, v = a.copy(), b.copy()
+    length = np.ones(len(off), dtype=np.int64)
+    while True:
+        diff = u != v
+        if not diff.any():
+            break
+        du, dv = depth[u], depth[v]
+        up_u = diff & (du >= dv)
+        up_v = diff & (dv > du)
+        u[up_u] = parent[u[up_u]]
+        v[up_v] = parent[v[up_v]]
+        length += up_u + up_v
+    lca = u
+    affinity = y[off] - (phi[a] - phi[b])
+    sigma = np.sqrt(var[off] + cvar[a] + cvar[b] - 2.0 * cvar[lca])
+    return CycleBasis(a, b, length, affinity, sigma), parent
+
+
+# -- entropy production ---------------------------------------------------------------
+def stationary_distribution(n: int, src: np.ndarray, dst: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """pi of the chain with P(g|f) = p on the edges and the rest of each row staying put.
+
+    The chain must be irreducible on the states it touches; states it does not
+    touch get pi = 0.
+    """
+    from scipy.sparse.linalg import spsolve
+
+    used = np.zeros(n, dtype=bool)
+    used[src] = True
+    used[dst] = True
+    states = np.flatnonzero(used)
+    local = np.full(n, -1, dtype=np.int64)
+    local[states] = np.arange(len(states))
+    m = len(states)
+    s, d = local[src], local[dst]
+    # pi Q = 0 with Q = P - I (generator of the jump part); replace one equation by sum pi = 1
+    out_rate = np.bincount(s, weights=p, minlength=m)
+    Qt = sparse.coo_matrix((np.concatenate([p, -out_rate]), (np.concatenate([d, np.arange(m)]),
+                            np.concatenate([s, np.arange(m)]))), shape=(m, m)).tolil()
+    Qt[0, :] = np.ones(m)
+    rhs = np.zeros(m)
+    rhs[0] = 1.0
+    pi_local = np.atleast_1d(spsolve(Qt.tocsc(), rhs))
+    pi = np.zeros(n)
+    pi[states] = np.clip(pi_local, 0.0, None) / np.clip(pi_local, 0.0, None).sum()
+    return pi
+
+
+def entropy_production(n: int, src: np.ndarray, dst: np.ndarray, p: np.ndarray) -> float:
+    """sigma = sum J_fg log(J_fg / J_gf) per step at stationarity, J_fg = pi_f p(f -> g).
+
+    Every edge needs its reverse (use the pairs observed both ways); the chain must
+    be irreducible on its states (use one connected component).
+    """
+    from detbal.analysis.counts import reverse_index
+
+    if len(src) == 0:
+        return math.nan
+    rev = reverse_index(src, dst, n)
+    if np.any(rev < 0):
+        raise ValueError("every edge needs its reverse for a finite entropy production")
+    pi = stationary_distribution(n, src, dst, p)
+    J = pi[src] * p
+    Jr = J[rev]
+    ok = (J > 0) & (Jr > 0)
+    return float(np.sum(J[ok] * np.log(J[ok] / Jr[ok])))
+
+
+def _main_pair_component(n: int, pairs: _Pairs) -> np.ndarray:
+    """Mask over pairs: those in the largest connected component of the pair graph."""
+    if len(pairs.f) == 0:
+        return np.zeros(0, dtype=bool)
+    graph = sparse.coo_matrix((np.ones(len(pairs.f)), (pairs.f, pairs.g)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels[pairs.f], minlength=labels.max() + 1)
+    return labels[pairs.f] == int(np.argmax(sizes))
+
+
+def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs) -> tuple[float, int]:
+    main = _main_pair_component(kernel.n_states, pairs)
+    if not main.any():
+        return math.nan, 0
+    e = np.concatenate([pairs.e_fg[main], pairs.e_gf[main]])
+    e.sort()
+    rates = kernel.rates(count)[e]
+    states = len(np.unique(kernel.src[e]))
+    return entropy_production(kernel.n_states, kernel.src[e], kernel.dst[e], rates), states
+
+
+# -- everything, with the bootstrap ---------------------------------------------------------
+@dataclass(frozen=True)
+class Interval:
+    """A bias-corrected bootstrap estimate with its basic bootstrap interval."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    plug_in: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "plug_in": self.plug_in}
+
+
+def _basic_interval(theta: float, boot: np.ndarray, level: float, floor: float = 0.0) -> tuple[float, float, float]:
+    b = boot[np.isfinite(boot)]
+    if not math.isfinite(theta) or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    est = 2.0 * theta - float(b.mean())
+    lo = 2.0 * theta - float(np.quantile(b, 1.0 - alpha))
+    hi = 2.0 * theta - float(np.quantile(b, alpha))
+    return max(est, floor), max(lo, floor), max(hi, floor)
+
+
+@dataclass(frozen=True)
+class Nonequilibrium:
+    """Cycle affinities, the RMS affinity and the entropy-production rate of one kernel."""
+
+    triangles: TriangleAffinities
+    basis: CycleBasis
+    rms_affinity: Interval
+    entropy_production: Interval
+    entropy_states: int
+    n_bootstrap: int
+    level: float
+
+    def as_dict(self) -> dict[str, object]:
+        t, b = self.triangles, self.basis
+        return {
+            "cycle_affinity_rms": self.rms_affinity.as_dict(),
+            "entropy_production_per_step": self.entropy_production.as_dict(),
+            "entropy_production_states": self.entropy_states,
+            "three_cycles": int(len(t.affinity)),
+            "three_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(t.z) > 3)) if len(t.z) else 0,
+            "basis_cycles": int(len(b.affinity)),
+            "basis_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(b.z) > 3)) if len(b.z) else 0,
+            "bootstrap": self.n_bootstrap, "interval_level": self.level,
+            "method": "plug-in on the estimated kernel, bias-corrected by the bootstrap"
+                      " (2 theta - mean theta*), basic bootstrap interval",
+        }
+
+    def top_cycles(self, k: int = 10) -> list[dict[str, object]]:
+        """The cycles that break detailed balance most (largest |A| / sigma), 3-cycles and basis."""
+        rows: list[dict[str, object]] = []
+        t = self.triangles
+        for i in range(len(t.affinity)):
+            rows.append({"kind": "3-cycle", "states": [int(x) for x in t.triangles[i]],
+                         "length": 3, "affinity": float(t.affinity[i]), "sigma": float(t.sigma[i])})
+        b = self.basis
+        for i in range(len(b.affinity)):
+            rows.append({"kind": "basis", "states": [int(b.f[i]), int(b.g[i])],
+                         "length": int(b.length[i]), "affinity": float(b.affinity[i]),
+                         "sigma": float(b.sigma[i])})
+        rows.sort(key=lambda r: -abs(r["affinity"]) / r["sigma"] if r["sigma"] > 0 else 0.0)
+        return rows[:k]
+
+
+def _weighted_ms(affinity: np.ndarray, weight: np.ndarray) -> float:
+    ok = np.isfinite(affinity)
+    w = weight[ok]
+    return float(np.sum(w * affinity[ok] ** 2) / np.sum(w)) if w.sum() > 0 else math.nan
+
+
+def _edge_positions(src: np.ndarray, dst: np.ndarray, n: int, qs: np.ndarray, qd: np.ndarray) -> np.ndarray:
+    """Positions of edges (qs, qd) in the (src, dst) list sorted by (src, dst)."""
+    key = src.astype(np.int64) * n + dst
+    return np.searchsorted(key, qs.astype(np.int64) * n + qd)
+
+
+def _log_ratios(cnt_fg: np.ndarray, cnt_gf: np.ndarray, n0_f: np.ndarray, n0_g: np.ndarray) -> np.ndarray:
+    y = np.full(len(cnt_fg), np.nan)
+    both = (cnt_fg > 0) & (cnt_gf > 0)
+    y[both] = np.log(cnt_fg[both] / n0_f[both]) - np.log(cnt_gf[both] / n0_g[both])
+    return y
+
+
+def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0,
+                   level: float = 0.95, progress: Progress | None = None) -> Nonequilibrium:
+    """Affinities of 3-cycles and of a cycle basis, RMS affinity and entropy production.
+
+    ``bootstrap`` replicates are drawn twice: from the estimated kernel (the spread
+    of every estimate, and the bias correction of the entropy production) and from
+    the fitted reversible kernel (the noise floor of the mean square affinity).
+    """
+    from detbal.analysis.likelihood import pair_data, quasi_symmetric_kernel, quasi_symmetry
+
+    pairs = _pairs(kernel, kernel.count)
+    tri, idx, sign = _triangle_index(kernel, pairs)
+    A, v = _triangle_values(pairs.y, pairs.var, idx, sign)
+    weight = 1.0 / v if len(v) else np.zeros(0)
+    basis, _ = _cycle_basis(kernel.n_states, pairs)
+    ms = _weighted_ms(A, weight) if len(A) else math.nan
+    ep, ep_states = _kernel_entropy(kernel, kernel.count, pairs)
+    ms_boot, ep_boot, ms_null = [], [], []
+    n0 = kernel.n0
+    if bootstrap > 0:
+        seeds = replicate_seeds(seed, 2 * bootstrap)
+        for s in seeds[:bootstrap]:
+            cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, s).astype(float)
+            if len(A):
+                y = _log_ratios(cnt[pairs.e_fg], cnt[pairs.e_gf], n0[pairs.f], n0[pairs.g])
+                ms_boot.append(_weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight))
+            ep_boot.append(_kernel_entropy(kernel, cnt, _pairs(kernel, cnt))[0])
+            if progress:
+                progress(1)
+        if len(A):
+            qs = quasi_symmetry(pair_data(kernel))
+            src, dst, p = quasi_symmetric_kernel(kernel, qs)
+            pos_fg = _edge_positions(src, dst, kernel.n_states, pairs.f, pairs.g)
+            pos_gf = _edge_positions(src, dst, kernel.n_states, pairs.g, pairs.f)
+            for s in seeds[bootstrap:]:
+                cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
+                y = _log_ratios(cnt[pos_fg], cnt[pos_gf], n0[pairs.f], n0[pairs.g])
+                ms_null.append(_weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight))
+    rms = _rms_interval(ms, np.array(ms_boot), np.array(ms_null), level)
+    ep_iv = Interval(*_basic_interval(ep, np.array(ep_boot), level), plug_in=ep)
+    return Nonequilibrium(
+        triangles=TriangleAffinities(tri, A, np.sqrt(v)), basis=basis, rms_affinity=rms,
+        entropy_production=ep_iv, entropy_states=ep_states, n_bootstrap=bootstrap, level=level,
+    )
+
+
+def _rms_interval(ms: float, boot: np.ndarray, null: np.ndarray, level: float) -> Interval:
+    """sqrt(MS - noise floor), the floor being the mean MS of the reversible simulations;
+    the interval takes the bootstrap's spread about its mean."""
+    plug = math.sqrt(ms) if math.isfinite(ms) else math.nan
+    b, z = boot[np.isfinite(boot)], null[np.isfinite(null)]
+    if not math.isfinite(ms) or len(b) < 2 or len(z) < 2:
+        return Interval(math.nan, math.nan, math.nan, plug)
+    alpha = (1.0 - level) / 2.0
+    est = ms - float(z.mean())
+    lo = est - (float(np.quantile(b, 1.0 - alpha)) - float(b.mean()))
+    hi = est + (float(b.mean()) - float(np.quantile(b, alpha)))
+    root = [math.sqrt(max(x, 0.0)) for x in (est, lo, hi)]
+    return Interval(root[0], root[1], root[2], plug)
