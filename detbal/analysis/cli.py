@@ -35,7 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("--solver", choices=["newton", "lbfgs"], default="newton",
                    help="minimiser of the action: compiled Newton-CG (default) or scipy L-BFGS-B")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1, help="threads for the bootstrap (default 1)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="threads for the bootstrap and the test simulations (default 0: every core;"
+                   " the numbers do not depend on it)")
     p.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
     p.set_defaults(handler=_analyze)
 

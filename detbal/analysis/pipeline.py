@@ -85,13 +85,19 @@ def analyze(
     figures: bool = True,
     ui: ProgressUI | None = None,
 ) -> dict[str, Any]:
-    """Run the whole analysis and write its outputs into ``out_dir``; returns the summary."""
+    """Run the whole analysis and write its outputs into ``out_dir``; returns the summary.
+
+    ``n_jobs`` threads run the bootstrap replicates and the test simulations (0: every
+    core available); the numbers do not depend on it.
+    """
     from detbal.analysis.balance import balance_tests, one_sided_test, pair_test
     from detbal.analysis.potential import LeastActionPotential
+    from detbal.analysis.resample import available_cores
     from detbal.analysis.summary import summarise
 
     timer = _Timer()
     out = Path(out_dir)
+    n_jobs = available_cores() if n_jobs <= 0 else n_jobs
     with timer.stage("load"):
         k = load_kernel(input_path, n0=n0, min_source_count=min_source_count, attempts=attempts)
     if k.n_sources == 0 or len(k.src) == 0:
@@ -105,15 +111,17 @@ def analyze(
 
     estimator = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
                                      seed=seed, n_jobs=n_jobs, solver=solver)
-    with timer.stage("potential"), bar(bootstrap, "bootstrap of V") as tick:
-        fit = estimator.fit(k, progress=tick)
-    with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
-        tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
-                              triplet_min_count=triplet_min_count, progress=tick)
+    with timer.stage("potential"):
+        fit = estimator.fit(k, errors=False)
     with timer.stage("pair_tests"):
         pairs = pair_test(k, fit.V, beta)
         one_sided = one_sided_test(k, fit.V, beta)
         pot = summarise(k, fit)
+    with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
+        tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
+                              triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs)
+    with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
+        fit = estimator.add_errors(k, fit, progress=tick)
 
     g = tests.global_test
     if g.df <= 0 or not math.isfinite(g.p_value):

@@ -78,6 +78,16 @@ def replicate_seeds(seed: int | None, n: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in ss.spawn(n)]
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def map_replicates(
     fn: Callable[[int], T],
     seeds: Sequence[int],
