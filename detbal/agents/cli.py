@@ -61,22 +61,37 @@ def register(sub: Any) -> None:
     runs.set_defaults(handler=_runs)
 
     demo = sub.add_parser(
-        "demo", help="word task on the embedded model, then the full analysis",
-        description="Runs the word task (relaxed mode) on the embedded SmolLM2-135M model for a"
-        " few hundred attempts, then analyses the store and writes a report.  Running it again"
-        " continues the same store.",
+        "demo", help="the whole mission on the embedded model: two studies, analysed, one README",
+        description="Runs a strict word study and a symbolic-fitting study (Nikuradse) on the"
+        " embedded SmolLM2-135M model through `detbal run words|fit --backend local`, analyses"
+        " both, fits the 49-parameter family and DEAP GP to the fitting study, and writes"
+        " OUT/README.md.  Running it again continues the same stores.",
     )
-    demo.add_argument("--out", default="detbal-demo", help="output directory (default detbal-demo)")
-    demo.add_argument("--attempts", type=int, default=600, help="attempts (default 600)")
-    demo.add_argument("--threads", type=int, default=1, help="threads per model instance (default 1)")
-    demo.add_argument("--instances", type=int, default=2, help="model instances (default 2)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--temperature", type=float, default=0.6,
-                      help="sampling temperature (default 0.6: concentrated enough for the"
-                      " 135M model's words to repeat, so pairs are seen both ways)")
-    demo.add_argument("--strict", action="store_true", help="strict letter sums (not relaxed)")
-    demo.add_argument("--prompt", metavar="FILE",
-                      help="prompt template (default: the packaged words_small.txt)")
+    from detbal.demo import DemoConfig
+
+    d = DemoConfig()
+    demo.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    demo.add_argument("--words-attempts", type=int, default=d.words_attempts,
+                      help=f"attempts of the word study (default {d.words_attempts})")
+    demo.add_argument("--fit-attempts", type=int, default=d.fit_attempts,
+                      help=f"attempts of the fitting study (default {d.fit_attempts})")
+    demo.add_argument("--threads", type=int, default=d.threads,
+                      help=f"threads per model instance (default {d.threads})")
+    demo.add_argument("--instances", type=int, default=d.instances,
+                      help=f"model instances (default {d.instances})")
+    demo.add_argument("--concurrency", type=int, default=d.concurrency,
+                      help=f"attempts in flight (default {d.concurrency})")
+    demo.add_argument("--seed", type=int, default=d.seed, help=f"seed of both studies (default {d.seed})")
+    demo.add_argument("--gp-population", type=int, default=d.gp_population,
+                      help=f"GP population (default {d.gp_population})")
+    demo.add_argument("--gp-generations", type=int, default=d.gp_generations,
+                      help=f"GP generations (default {d.gp_generations})")
+    demo.add_argument("--family49-evals", type=int, default=d.family49_evals,
+                      help=f"action evaluations of the 49-parameter fit (default {d.family49_evals})")
+    demo.add_argument("--bootstrap", type=int, default=d.bootstrap,
+                      help=f"bootstrap replicates of V in the analyses (default {d.bootstrap})")
+    demo.add_argument("--test-simulations", type=int, default=d.test_simulations,
+                      help=f"simulations of the cycle tests (default {d.test_simulations})")
     demo.set_defaults(handler=_demo)
 
 
@@ -487,117 +502,28 @@ def _short(text: str, n: int) -> str:
 
 
 def _demo(args: argparse.Namespace, ui: Any) -> int:
-    from detbal.agents.backends.base import SamplingParams
-    from detbal.agents.backends.local import LocalBackend
-    from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
-    from detbal.agents.words import PromptTemplate, WordsConfig, run_words
-    from detbal.store import RunStore
+    from detbal.demo import DemoConfig, run_demo
 
-    if args.attempts < 1:
-        raise DetbalError("--attempts must be >= 1")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store_path = out / "words.sqlite"
-    backend = LocalBackend(n_threads=args.threads, n_instances=args.instances)
-    template = PromptTemplate.load(args.prompt) if args.prompt else PromptTemplate.packaged("words_small.txt")
-    config = WordsConfig(relaxed=not args.strict, seed=args.seed,
-                         sampling=SamplingParams(temperature=args.temperature, top_p=1.0,
-                                                  max_tokens=8))
-    run_config = config.as_config() | {"prompt_hash": template.sha256, "prompt_file": template.source,
-                                       "base_url": None} | {
-        f"backend_{k}": v for k, v in backend.describe().items()}
-    with RunStore(store_path) as store:
-        run_id, _, created = open_run(store, "words", backend.name, backend.model, run_config,
-                                      identity=WORD_IDENTITY)
-        calls, ptok, ctok = stored_usage(store, run_id)
-        budget = Budget(calls=calls, prompt_tokens=ptok, completion_tokens=ctok)
-        ui.note(f"demo: word task ({'relaxed' if config.relaxed else 'strict'}) on {backend.model},"
-                f" {args.attempts} attempts -> {store_path}")
-        with ui.progress(total=args.attempts, desc="words", unit="att") as progress:
-            done = len(store.stored_seqs(run_id))
-            if done:
-                progress(min(done, args.attempts))
-            result, agent = asyncio.run(_with_close(backend, run_words(
-                store, run_id, backend, config, attempts=args.attempts, template=template,
-                concurrency=2 * args.instances, policy=CallPolicy(), budget=budget,
-                progress=progress)))
-        totals = agent.totals
-    ui.echo(f"words: {totals.attempts} attempts, {len(agent.found)} states found, "
-            f"escape rate {totals.escape_rate:.0%} ({result.elapsed_s:.1f} s,"
-            f" {result.committed / max(result.elapsed_s, 1e-9):.1f} attempts/s this time)")
+    config = DemoConfig(out=args.out, seed=args.seed, words_attempts=args.words_attempts,
+                        fit_attempts=args.fit_attempts, instances=args.instances, threads=args.threads,
+                        concurrency=args.concurrency, bootstrap=args.bootstrap,
+                        test_simulations=args.test_simulations, gp_population=args.gp_population,
+                        gp_generations=args.gp_generations, family49_evals=args.family49_evals)
+
+    def run_command(argv: Any) -> int:
+        from detbal.cli import build_parser
+
+        sub = build_parser().parse_args(list(argv))
+        return int(sub.handler(sub, ui) or 0)
+
+    result = run_demo(config, run_command, ui=ui)
+    for name, study in result.studies.items():
+        s = study.analysis
+        ui.echo(f"{name}: " + (s["verdict"] if s else f"no analysis ({study.analysis_error or 'stopped'})"))
+        for engine, e in study.explicit.items():
+            c = e.get("comparison", {})
+            ui.echo(f"  {engine}: Pearson r {c.get('pearson')}, Spearman rho {c.get('spearman')}")
+    ui.echo(f"report: {result.readme} ({result.seconds:.0f} s)")
     if result.stopped:
-        ui.echo(f"stopped ({result.stopped}); to continue: {_resume_hint()}")
-        return 130 if result.interrupted else 1
-    try:
-        from detbal.analysis.pipeline import analyze
-    except ImportError:  # pragma: no cover - the analysis stage ships with the package
-        raise DetbalError("the analysis stage is missing (detbal.analysis.pipeline)") from None
-    analysis_dir = out / "analysis"
-    summary = analyze(store_path, analysis_dir, bootstrap=50, test_simulations=100,
-                      seed=args.seed, ui=ui)
-    try:
-        from detbal.analysis.cli import format_summary
-
-        ui.echo(format_summary(summary, analysis_dir))
-    except ImportError:  # pragma: no cover
-        pass
-    readme = write_demo_readme(out, store_path, run_id, template, config, backend.model, summary)
-    ui.echo(f"report: {readme} (analysis: {analysis_dir / 'report.md'})")
-    return 0
-
-
-def write_demo_readme(out: Path, store_path: Path, run_id: int, template: Any, config: Any,
-                      model: str, summary: dict[str, Any]) -> Path:
-    """A page for newcomers: what ran, what the model produced, where the analysis is."""
-    from collections import Counter
-
-    from detbal.agents.words import letter_sum
-    from detbal.store import RunStore
-
-    with RunStore(store_path, create=False) as store:
-        rows = list(store.iter_attempts([run_id]))
-    n = len(rows)
-    escapes = Counter(r["escape"] for r in rows if r["escape"])
-    targets = Counter(r["target"] for r in rows if r["target"])
-    found = set(targets)
-    on_target = [w for w in found if letter_sum(w) == config.target]
-    hits = sum(c for w, c in targets.items() if letter_sum(w) == config.target)
-    lines = [
-        "# detbal demo: conditioned word generation on an embedded model",
-        "",
-        f"Model: `{model}` (llama.cpp, on this machine).  Task: from a word of letter value"
-        f" {config.target} (A=1 ... Z=26), ask for another one; start from {config.seed_word}, draw"
-        " each prompt word uniformly from the words found so far.",
-        f"Mode: {'relaxed (any alphabetic word is a state; its letter sum is recorded)' if config.relaxed else 'strict'}."
-        f"  Prompt: `{template.source}` (sha256 {template.sha256[:12]}...).  Seed {config.seed}.",
-        "",
-        "## What the model produced",
-        "",
-        f"- attempts: {n}; new states: {n - sum(escapes.values())}; escapes: {sum(escapes.values())}"
-        + (" (" + ", ".join(f"{k} {v}" for k, v in escapes.most_common()) + ")" if escapes else ""),
-        f"- distinct words reached: {len(found)}; of them with letter sum exactly {config.target}:"
-        f" {len(on_target)}; transitions landing on such a word: {hits} of {sum(targets.values())}",
-        "- most frequent answers: " + ", ".join(f"{w} ({c}, sum {letter_sum(w)})"
-                                               for w, c in targets.most_common(8)),
-        "",
-        "A 135M-parameter model cannot do the arithmetic, which is why the demo runs in relaxed"
-        " mode with a prompt that names a few words of value 100; the measurement is the same:"
-        " which word follows which, and how often.",
-        "",
-        "## Analysis",
-        "",
-        f"Verdict: **{summary.get('verdict', 'see the report')}**.  Full report with figures:"
-        " [analysis/report.md](analysis/report.md); the potential per state is in"
-        " `analysis/potential.csv`, every attempt in `words.sqlite`.",
-        "",
-        "## Next steps",
-        "",
-        "- `detbal runs words.sqlite` lists the run; `detbal analyze words.sqlite --out DIR` re-analyses it.",
-        "- `detbal demo --attempts 2000` continues this store to more attempts.",
-        "- A real model: `detbal run words --store words.sqlite --backend openai --model NAME"
-        " --base-url URL --attempts 20000 --concurrency 16` (key from OPENAI_API_KEY).",
-        "",
-    ]
-    path = out / "README.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+        ui.echo(f"{result.stopped}; to continue: {_resume_hint()}")
+    return result.status

@@ -1,0 +1,439 @@
+"""The main job (``detbal demo``): the whole mission on the embedded model, one output folder.
+
+Two studies run on the embedded SmolLM2-135M model (llama.cpp, no network, no key):
+
+1. **words**: conditioned word generation, strict (a state is a word whose letter
+   values A=1..Z=26 sum to 100), exactly as ``detbal run words --backend local``
+   runs it;
+2. **fit**: the symbolic-fitting agent on Nikuradse's data, exactly as
+   ``detbal run fit --backend local`` runs it.
+
+Each study's store is analysed (:func:`detbal.analysis.pipeline.analyze`: kernel,
+detailed-balance tests, least-action potential); for the fitting study the
+49-parameter family and DEAP genetic programming are fitted to its transitions and
+compared with the numeric potential (:func:`detbal.evo.discover.discover`).  A
+``README.md`` in the output folder tells a newcomer what each study found, and
+``demo-config.json`` holds the resolved settings.
+
+The agents are run through the command line's own ``run words|fit`` path (so every
+default of the local backend, e.g. constrained decoding, applies unchanged):
+:func:`run_demo` takes ``run_command(argv) -> exit status``, which executes
+``detbal <argv>`` in this process.  Running the demo again with the same settings
+continues the stores (the run's identity matches, stored attempts count), so
+nothing is lost or duplicated; the analyses are recomputed from the stores.
+
+Layout of the output folder::
+
+    README.md  demo-config.json
+    words.sqlite  words-analysis/
+    fit.sqlite    fit-analysis/  fit-gp/  fit-family49/
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detbal.errors import DetbalError
+
+RunCommand = Callable[[Sequence[str]], int]
+"""``run_command(argv)`` runs ``detbal <argv>`` and returns its exit status."""
+
+README = "README.md"
+#: the paper's count cut of its 3-cycle test: 0 for words, 1 for the fitting agent (METHOD.md section 3)
+TRIPLET_CUT = {"words": 0.0, "fit": 1.0}
+CONFIG_FILE = "demo-config.json"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Budgets of the demo.  The defaults fit in 15 minutes on two cores (see README.md)."""
+
+    out: str = "detbal-demo"
+    seed: int = 0
+    words_attempts: int = 400
+    fit_attempts: int = 300
+    #: model instances and threads per instance of the local backend; attempts in flight
+    instances: int = 2
+    threads: int = 1
+    concurrency: int = 4
+    #: sampling temperature of the word study (None: ``run words``' default)
+    words_temperature: float | None = None
+    #: fit agent: islands, states kept per island, L-BFGS-B starts per fitted ansatz
+    fit_islands: int = 2
+    fit_population: int = 6
+    fit_starts: int = 20
+    #: analysis: bootstrap replicates of V and simulations of the cycle tests
+    bootstrap: int = 30
+    test_simulations: int = 100
+    #: explicit potentials: GP population and generations, family49 action evaluations
+    gp_population: int = 60
+    gp_generations: int = 8
+    family49_evals: int = 300
+
+    def __post_init__(self) -> None:
+        for name in ("words_attempts", "fit_attempts", "instances", "threads", "concurrency",
+                     "fit_islands", "fit_population", "fit_starts", "family49_evals"):
+            if int(getattr(self, name)) < 1:
+                raise DetbalError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("bootstrap", "test_simulations", "gp_generations"):
+            if int(getattr(self, name)) < 0:
+                raise DetbalError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.gp_population < 4:
+            raise DetbalError(f"gp_population must be at least 4, got {self.gp_population}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    def store(self, study: str) -> Path:
+        return self.folder / f"{study}.sqlite"
+
+    def _backend_args(self) -> list[str]:
+        return ["--backend", "local", "--instances", str(self.instances), "--threads", str(self.threads),
+                "--concurrency", str(self.concurrency), "--seed", str(self.seed)]
+
+    def words_argv(self) -> list[str]:
+        """``detbal run words ...`` of the word study (strict letter sums, the paper's prompt)."""
+        argv = ["run", "words", "--store", str(self.store("words")), "--attempts",
+                str(self.words_attempts), *self._backend_args()]
+        if self.words_temperature is not None:
+            argv += ["--temperature", f"{self.words_temperature:g}"]
+        return argv
+
+    def fit_argv(self) -> list[str]:
+        """``detbal run fit ...`` of the fitting study (Nikuradse's data, PMLB nikuradse_2)."""
+        per_cycle = self.fit_islands * 10 * 3  # rounds 10, 3 ansatzes per round (the defaults)
+        cycles = max(1, math.ceil(self.fit_attempts / per_cycle))
+        return ["run", "fit", "--store", str(self.store("fit")), "--attempts", str(self.fit_attempts),
+                "--islands", str(self.fit_islands), "--population", str(self.fit_population),
+                "--starts", str(self.fit_starts), "--cycles", str(cycles), *self._backend_args()]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"words_command": ["detbal", *self.words_argv()],
+                                           "fit_command": ["detbal", *self.fit_argv()]}
+
+
+@dataclass
+class StudyResult:
+    """What one study produced: store totals, the analysis summary, explicit potentials."""
+
+    name: str
+    store: Path
+    command: list[str]
+    status: int = 0
+    seconds: float = 0.0
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    analysis: dict[str, Any] | None = None
+    analysis_error: str | None = None
+    explicit: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explicit_errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    config: DemoConfig
+    studies: dict[str, StudyResult]
+    readme: Path
+    seconds: float
+    stopped: str | None = None
+
+    @property
+    def status(self) -> int:
+        return next((s.status for s in self.studies.values() if s.status), 0)
+
+
+def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> DemoResult:
+    """Run (or continue) both studies, analyse them and write the README; see the module doc.
+
+    ``ui`` (optional) gets ``ui.note(line)`` for each stage and is passed to the
+    analysis for its progress bars.  A study whose agent stops early (interrupt,
+    budget) ends the demo with what is stored so far; the README says so.
+    """
+    t0 = time.perf_counter()
+    out = config.folder
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(config.as_dict(), indent=2) + "\n", encoding="utf-8")
+    note = ui.note if ui is not None else (lambda line: None)
+    studies = {"words": StudyResult("words", config.store("words"), config.words_argv()),
+               "fit": StudyResult("fit", config.store("fit"), config.fit_argv())}
+    stopped = None
+    for i, (name, study) in enumerate(studies.items(), 1):
+        what = "strict word study" if name == "words" else "symbolic-fitting study (Nikuradse)"
+        note(f"demo [{i}/2] {what}: detbal {' '.join(study.command)}")
+        t = time.perf_counter()
+        study.status = int(run_command(study.command) or 0)
+        study.seconds = time.perf_counter() - t
+        if study.status:
+            stopped = f"the {name} study stopped (exit status {study.status})"
+            break
+        study.runs = _runs(study.store)
+        note(f"demo [{i}/2] analysing {study.store}")
+        study.analysis, study.analysis_error = _analyze(study.store, out / f"{name}-analysis", config,
+                                                        ui, triplet_min_count=TRIPLET_CUT[name])
+        if name == "fit":
+            for engine in ("family49", "gp"):
+                note(f"demo [{i}/2] explicit potential: {engine}")
+                try:
+                    study.explicit[engine] = _discover(study.store, out / f"fit-{engine}", engine, config, ui)
+                except DetbalError as exc:
+                    study.explicit_errors[engine] = str(exc)
+        study.seconds = time.perf_counter() - t
+    for study in studies.values():
+        if not study.runs and study.store.exists():
+            study.runs = _runs(study.store)
+    seconds = time.perf_counter() - t0
+    readme = write_demo_readme(out, config, studies, seconds=seconds, stopped=stopped)
+    return DemoResult(config, studies, readme, seconds, stopped)
+
+
+def _runs(store: Path) -> list[dict[str, Any]]:
+    from detbal.store import RunStore
+
+    if not store.exists():
+        return []
+    with RunStore(store, create=False) as s:
+        return [{"run": r.run.id, "task": r.run.task, "model": r.run.model, "attempts": r.attempts,
+                 "transitions": r.transitions, "valid_states": r.valid_states, "escapes": r.escapes,
+                 "escape_counts": r.escape_counts, "config": r.run.config}
+                for r in s.run_summaries()]
+
+
+def _analyze(store: Path, out: Path, config: DemoConfig, ui: Any, *,
+             triplet_min_count: float) -> tuple[dict[str, Any] | None, str | None]:
+    from detbal.analysis.pipeline import analyze
+
+    try:
+        return analyze(store, out, bootstrap=config.bootstrap, test_simulations=config.test_simulations,
+                       triplet_min_count=triplet_min_count, seed=config.seed, ui=ui), None
+    except DetbalError as exc:
+        return None, str(exc)
+
+
+def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) -> dict[str, Any]:
+    from detbal.evo.discover import discover
+
+    return discover(store, out, engine=engine, kind="ansatz", seed=config.seed,
+                    population=config.gp_population, generations=config.gp_generations,
+                    max_evals=config.family49_evals, ui=ui)
+
+
+# -- the README ---------------------------------------------------------------------------
+
+
+def _f(x: Any, fmt: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, fmt) if isinstance(x, (int, float)) else str(x)
+
+
+def _extremes(potential_csv: Path, n: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The n lowest and n highest states with a measured V (flagged states left out)."""
+    if not potential_csv.exists():
+        return [], []
+    with potential_csv.open(newline="", encoding="utf-8") as fh:
+        rows = [(r["state"], float(r["V"])) for r in csv.DictReader(fh)
+                if not r.get("flag") and r.get("V") not in (None, "")]
+    rows.sort(key=lambda r: r[1])
+    return rows[:n], rows[::-1][:n]
+
+
+def _figure_links(folder: str, figures: dict[str, str] | None, wanted: Sequence[tuple[str, str]]) -> list[str]:
+    figures = figures or {}
+    return [f"![{label}]({folder}/{figures[key]})" for key, label in wanted if key in figures]
+
+
+def _totals(study: StudyResult) -> list[str]:
+    if not study.runs:
+        return ["- nothing stored yet"]
+    lines = []
+    for r in study.runs:
+        esc = ", ".join(f"{k} {v}" for k, v in sorted(r["escape_counts"].items())) or "none"
+        lines.append(f"- run {r['run']} ({r['model']}): {r['attempts']} attempts, {r['transitions']}"
+                     f" transitions to a new valid state, {r['valid_states']} distinct valid states;"
+                     f" escapes {r['escapes']} ({esc})")
+        grammar = {k: v for k, v in r["config"].items() if "grammar" in k or "constrain" in k}
+        if grammar:
+            lines.append("  - decoding: " + ", ".join(f"{k} = {_short(v)}" for k, v in sorted(grammar.items())))
+    return lines
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _analysis_lines(study: StudyResult, folder: str) -> list[str]:
+    s = study.analysis
+    if s is None:
+        return [f"No analysis yet: {study.analysis_error or 'no data'}.  More attempts give the"
+                " kernel states that are used as a source more than once (run the demo again with"
+                " a larger attempt count: it continues the store)."]
+    data, pot = s.get("data", {}), s.get("potential", {})
+    db = s.get("detailed_balance", {})
+    g, t = db.get("global", {}), db.get("triplet_paper", {})
+    pair = s.get("pair_test", {})
+    low, high = _extremes(Path(study.store).parent / folder / "potential.csv")
+    lines = [
+        f"**Verdict: {s.get('verdict', 'n/a')}.**",
+        "",
+        f"- kernel: {data.get('states')} states, {data.get('edges')} observed transitions"
+        f" ({data.get('kept_edges')} kept), {data.get('sources')} source states used more than once,"
+        f" escape or self-loop fraction {_f(data.get('escape_fraction'), '.0%')}",
+        f"- global cycle test: {g.get('n_pairs', 'n/a')} pairs seen both ways, df {g.get('df', 'n/a')},"
+        f" chi2/df {_f(g.get('chi2_per_df'))}, p = {_f(g.get('p_value'))}",
+        f"- the paper's 3-cycle test: {t.get('n_triplets', 'n/a')} triplets,"
+        f" chi2/ndf {_f(t.get('chi2_per_ndf'))}",
+        f"- pair test: {pair.get('n_pairs', 'n/a')} pairs, log-ratio vs potential difference"
+        f" Pearson r = {_f(pair.get('pearson_r'))}",
+        f"- potential: least action S = {_f(pot.get('action'), '.4g')} (K(0) = {_f(pot.get('K0'))}),"
+        f" width sigma(beta V) = {_f(pot.get('sigma_beta_V'))} over {pot.get('identifiable_states', 'n/a')}"
+        f" identifiable states; {_f(pot.get('downhill_fraction'), '.0%')} of the frequent transitions"
+        " go downhill",
+    ]
+    if low:
+        lines.append("- lowest beta V (where the agent settles): "
+                     + ", ".join(f"`{st}` ({v:+.2f})" for st, v in low))
+        lines.append("- highest beta V (where it leaves quickly): "
+                     + ", ".join(f"`{st}` ({v:+.2f})" for st, v in high))
+    figs = _figure_links(folder, s.get("figures"), (("pairs", "log-ratio vs potential difference"),
+                                                    ("histogram", "histogram of beta V"),
+                                                    ("diagram", "transition diagram")))
+    if figs:
+        lines += ["", *figs]
+    lines += ["", f"Full report: [{folder}/report.md]({folder}/report.md); V per state:"
+              f" `{folder}/potential.csv`."]
+    return lines
+
+
+def _explicit_lines(study: StudyResult) -> list[str]:
+    lines: list[str] = []
+    for engine, title in (("gp", "DEAP genetic programming"), ("family49", "the paper's 49-parameter family")):
+        s = study.explicit.get(engine)
+        folder = f"fit-{engine}"
+        if s is None:
+            err = study.explicit_errors.get(engine)
+            if err:
+                lines += [f"- {title}: not fitted ({err})."]
+            continue
+        c = s.get("comparison", {})
+        act = c.get("action", {})
+        if engine == "gp":
+            best = s.get("best", {})
+            gp = s.get("gp", {})
+            lines += [f"- {title} ({gp.get('evaluations')} formulas evaluated in {_f(gp.get('seconds'), '.0f')} s):"
+                      f" best formula `V = {best.get('sympy')}` (complexity {best.get('complexity')}),"
+                      f" action S = {_f(best.get('action'), '.4g')} against the numeric minimum"
+                      f" {_f(act.get('numeric'), '.4g')}"]
+        else:
+            fam = s.get("family49", {})
+            lines += [f"- {title} ({fam.get('n_evals')} action evaluations, {fam.get('method')}):"
+                      f" S = {_f(fam.get('action'), '.4g')} tuned, {_f(fam.get('action_default'), '.4g')}"
+                      f" with the published parameters; numeric minimum {_f(act.get('numeric'), '.4g')}"]
+        lines += [f"  - against the numeric potential over {c.get('compared')} states: Pearson r ="
+                  f" {_f(c.get('pearson'))}, Spearman rho = {_f(c.get('spearman'))}, same direction on"
+                  f" {_f((c.get('direction') or {}).get('agreement'), '.0%')} of the frequent transitions"]
+        figs = _figure_links(folder, {f: f for f in s.get("files", [])},
+                             (("compare.png", "explicit vs numeric V"), ("pareto.png", "Pareto front")))
+        if figs:
+            lines += ["", *(f"  {x}" for x in figs), ""]
+        lines += [f"  - table of formulas: `{folder}/formulas.csv`; details: `{folder}/summary.json`"]
+    best = _best_engine(study)
+    if best:
+        lines[:0] = [f"Best explicit potential: **{best}**.", ""]
+    return lines
+
+
+def _best_engine(study: StudyResult) -> str | None:
+    """The explicit potential that tracks the numeric one best (Spearman rho)."""
+    scored = []
+    for engine, s in study.explicit.items():
+        rho = (s.get("comparison") or {}).get("spearman")
+        if rho is not None and math.isfinite(rho):
+            label = (f"`V = {s['best']['sympy']}` (GP)" if engine == "gp" and s.get("best")
+                     else "the tuned 49-parameter family")
+            scored.append((rho, label + f", Spearman rho = {rho:.3f}"))
+    return max(scored)[1] if scored else None
+
+
+def write_demo_readme(out: Path, config: DemoConfig, studies: dict[str, StudyResult], *,
+                      seconds: float, stopped: str | None = None) -> Path:
+    """``out/README.md``: what ran, what each study found, how to continue with a real model."""
+    words, fit = studies["words"], studies["fit"]
+    model = next((r["model"] for s in studies.values() for r in s.runs), "SmolLM2-135M")
+    lines = [
+        "# detbal demo: two agents on an embedded model, measured",
+        "",
+        f"Model: `{model}` (llama.cpp on this machine, no network).  Wall time of this invocation:"
+        f" {seconds / 60:.1f} min.  Settings: [`{CONFIG_FILE}`]({CONFIG_FILE}).",
+        "",
+        "Each study records every attempt of an LLM-driven agent (a new state, or an escape) in a"
+        " SQLite store, estimates the transition kernel T(g<-f) from the counts, tests detailed"
+        " balance (is there a potential V with log T(g<-f)/T(f<-g) = V(f) - V(g)?) and fits V by"
+        " least action (arXiv:2512.10047).",
+        "",
+    ]
+    if stopped:
+        lines += [f"**Incomplete: {stopped}.**  Run the same command again to continue.", ""]
+    lines += [
+        "## 1. Conditioned word generation (strict)",
+        "",
+        "A state is an English word whose letter values (A=1 ... Z=26) sum to exactly 100; from a"
+        " word drawn among those found so far the model is asked for another one (start: BUZZY).",
+        f"Command: `detbal {' '.join(words.command)}` ({words.seconds:.0f} s this time).",
+        "",
+        *_totals(words),
+        "",
+        *_analysis_lines(words, "words-analysis"),
+        "",
+        "## 2. Symbolic fitting of Nikuradse's data",
+        "",
+        "A state is an ansatz for PMLB's nikuradse_2 (an expression in `log_v_k_nu` with fit"
+        " parameters); each round shows the model one ansatz of an island with its score and asks"
+        " for new ones, which are fitted (multi-start L-BFGS-B) and scored.",
+        f"Command: `detbal {' '.join(fit.command)}` ({fit.seconds:.0f} s this time, analysis and"
+        " explicit potentials included).",
+        "",
+        *_totals(fit),
+        "",
+        *_analysis_lines(fit, "fit-analysis"),
+        "",
+        "### Explicit potentials",
+        "",
+        "Which formula of the ansatz's features (length, operators, parameters) reproduces the"
+        " numeric potential?  Both engines minimise the same action on the study's transitions.",
+        "",
+        *(_explicit_lines(fit) or ["Not fitted yet (no analysis)."]),
+        "",
+        "## How to continue",
+        "",
+        f"- More attempts on the same stores: `python3 -m detbal demo --out {config.out}"
+        f" --words-attempts {2 * config.words_attempts} --fit-attempts {2 * config.fit_attempts}`"
+        " (stored attempts count; nothing is repeated).",
+        "- A real model behind any OpenAI-compatible server (key from OPENAI_API_KEY):",
+        "",
+        "```bash",
+        "detbal run words --store words.sqlite --backend openai --model gpt-4o-mini \\",
+        "    --base-url https://api.openai.com/v1 --attempts 20000 --concurrency 16",
+        "detbal run fit --store fit.sqlite --backend openai --model gpt-4o-mini,gpt-4.1-nano \\",
+        "    --base-url https://api.openai.com/v1 --concurrency 16",
+        "detbal analyze words.sqlite --out words-analysis/",
+        "detbal analyze fit.sqlite --out fit-analysis/ --triplet-min-count 1",
+        "detbal discover fit.sqlite --engine gp --out fit-gp/",
+        "detbal discover fit.sqlite --engine family49 --out fit-family49/",
+        "```",
+        "",
+        "- `detbal runs words.sqlite` lists the runs of a store with their tokens; `--budget-cost`"
+        " with `--price-input/--price-output` caps the money spent.",
+        "",
+    ]
+    path = out / README
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

