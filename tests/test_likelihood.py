@@ -199,3 +199,39 @@ def test_bootstrap_p_value_reports_bound_and_tail_beyond_the_simulations() -> No
     assert near.method == SIMULATED and near.bound is None
     assert near.value == pytest.approx(0.5, abs=0.05)
     assert math.isnan(bootstrap_p_value(1.0, []).value)
+
+
+# -- through analyze -------------------------------------------------------------------------
+def test_analyze_with_the_likelihood_estimator_reports_both_side_by_side(tmp_path) -> None:
+    import csv
+    import json
+
+    from detbal.analysis.pipeline import analyze
+    from detbal.io import export_table
+
+    chain = metropolis_chain(120, mean_degree=5, potential_scale=1.0, drive=0.8, seed=5)
+    counts = sample_agent(chain, 8000, children=3, seed=6)
+    rows = [{"source": counts.states[s], "target": counts.states[d], "count": int(n)}
+            for s, d, n in zip(counts.src, counts.dst, counts.count)]
+    data = tmp_path / "driven.csv"
+    export_table(rows, ["source", "target", "count"], data)
+    la = analyze(data, tmp_path / "la", bootstrap=10, test_simulations=19, n_jobs=1, figures=False)
+    lik = analyze(data, tmp_path / "lik", bootstrap=10, test_simulations=19, n_jobs=1,
+                  estimator="likelihood")
+    # the least-action numbers do not move when the likelihood potential is added
+    assert la["potential"] == lik["potential"]
+    assert "likelihood_potential" not in la and lik["likelihood_potential"]["prior_width_beta_V"] > 0
+    for s in (la, lik):
+        rms = s["nonequilibrium"]["cycle_affinity_rms"]
+        assert set(rms) >= {"estimate", "ci_low", "ci_high"}
+        assert s["detailed_balance"]["deviance"]["p_value_method"] in (SIMULATED, TAIL)
+    with open(tmp_path / "lik" / "potential.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:4] == ["state", "V", "stderr", "stderr_bootstrap"] and "V_least_action" in header
+    with open(tmp_path / "la" / "potential.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["state", "V", "stderr", "sources", "flag"]
+    report = (tmp_path / "lik" / "report.md").read_text()
+    assert "both estimators side by side" in report and "How far from equilibrium" in report
+    assert json.loads((tmp_path / "lik" / "summary.json").read_text())["settings"]["estimator"] == "likelihood"
+    with pytest.raises(DetbalError, match="estimator"):
+        analyze(data, tmp_path / "x", estimator="magic")

@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
                    help="'mean' (zero mean over identifiable states) or a state that gets V = 0")
     p.add_argument("--solver", choices=["newton", "lbfgs"], default="newton",
                    help="minimiser of the action: compiled Newton-CG (default) or scipy L-BFGS-B")
+    p.add_argument("--estimator", choices=["least_action", "likelihood"], default="least_action",
+                   help="potential: least action as the paper defines it (default), or the"
+                   " quasi-symmetry likelihood with an empirical-Bayes prior (reported beside it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=0,
                    help="threads for the bootstrap and the test simulations (default 0: every core;"
@@ -75,6 +78,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         min_source_count=args.min_source_count, attempts=args.attempts,
         bootstrap=args.bootstrap, test_simulations=args.test_simulations,
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
+        estimator=args.estimator,
         seed=args.seed,
         n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
     )
@@ -96,12 +100,33 @@ def format_summary(s: dict[str, Any], out: Path) -> str:
         f"verdict: {s['verdict']}",
         f"global test: {g['n_pairs']} pairs, df {g['df']}, chi2/df {f(g['chi2_per_df'])}, p {f(g['p_value'])}",
         f"paper 3-cycle test: {t['n_triplets']} triplets, chi2/ndf {f(t['chi2_per_ndf'])}",
+        *_beyond_lines(s, f),
         f"pair test: {s['pair_test']['n_pairs']} pairs, r {f(s['pair_test']['pearson_r'])}",
         f"action {f(pot['action'])} (K0 {f(pot['K0'])}), sigma(beta V) {f(pot['sigma_beta_V'])},"
         f" expected {f(pot['expected_min_action_gaussian'])}, downhill {f(pot['downhill_fraction'])}",
         f"identifiable states: {pot['identifiable_states']}; wrote {out}/summary.json, potential.csv"
         + (", report.md" if "figures" in s else ""),
     ])
+
+
+def _beyond_lines(s: dict[str, Any], f: Any) -> list[str]:
+    """Deviance test, distance from equilibrium and the likelihood potential, when present."""
+    out = []
+    d = s["detailed_balance"].get("deviance")
+    if d:
+        how = (f"tail estimate, simulated bound < {f(d['p_upper_bound'])}"
+               if d.get("p_value_method") == "scaled_chi2_tail" else "bootstrap")
+        out.append(f"deviance test: df {d['df']}, G2/df {f(d['deviance_per_df'])}, p {f(d['p_value'])} ({how})")
+    ne = s.get("nonequilibrium")
+    if ne:
+        r, e = ne["cycle_affinity_rms"], ne["entropy_production_per_step"]
+        out.append(f"RMS cycle affinity {f(r['estimate'])} [{f(r['ci_low'])}, {f(r['ci_high'])}],"
+                   f" entropy production {f(e['estimate'])} [{f(e['ci_low'])}, {f(e['ci_high'])}] per step")
+    lik = s.get("likelihood_potential")
+    if lik:
+        out.append(f"likelihood potential: {lik['identifiable_states']} states, prior width"
+                   f" {f(lik['prior_width_beta_V'])}, median Laplace stderr {f(lik['median_stderr_laplace'])}")
+    return out
 
 
 def _import(args: argparse.Namespace, ui: Any) -> int:

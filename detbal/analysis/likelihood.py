@@ -56,7 +56,7 @@ from scipy.sparse.csgraph import connected_components
 from detbal.analysis.counts import Kernel
 from detbal.analysis.potential import PotentialFit
 from detbal.analysis.pvalues import BootstrapPValue
-from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
 from detbal.errors import DetbalError
 
 Progress = Callable[[int], object]
@@ -230,7 +230,8 @@ class LikelihoodPotential:
     """
 
     def __init__(self, beta: float = 1.0, gauge: str = "mean", prior_width: float | None = None,
-                 bootstrap: int = 0, seed: int | None = 0, action_kernel: str = "exp") -> None:
+                 bootstrap: int = 0, seed: int | None = 0, action_kernel: str = "exp",
+                 n_jobs: int = 1) -> None:
         if beta <= 0:
             raise DetbalError(f"beta must be positive, got {beta}")
         if prior_width is not None and not prior_width > 0:
@@ -241,6 +242,7 @@ class LikelihoodPotential:
         self.bootstrap = int(bootstrap)
         self.seed = seed
         self.action_kernel = action_kernel
+        self.n_jobs = max(1, int(n_jobs))
 
     def fit(self, kernel: Kernel, progress: Progress | None = None) -> LikelihoodFit:
         data = pair_data(kernel)
@@ -328,9 +330,9 @@ class LikelihoodPotential:
         """Attempts resampled per source; MAP refitted at the same prior width."""
         pair_edge = data.sampled[kernel.src] & data.sampled[kernel.dst]
         V_fit = W_fit - data.offset[dom.states]
-        out = np.full((self.bootstrap, kernel.n_states), np.nan)
-        for i, s in enumerate(replicate_seeds(self.seed, self.bootstrap)):
-            cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, s).astype(float)
+
+        def one(seed: int) -> np.ndarray:
+            cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, seed).astype(float)
             keep = pair_edge & (cnt > 0)
             sub = PairData(data.n_states, kernel.src[keep], kernel.dst[keep], cnt[keep], data.offset,
                            data.sampled)
@@ -346,10 +348,11 @@ class LikelihoodPotential:
                 bV = bV - bV[seen].mean() + V_fit[seen].mean()
             row = np.full(kernel.n_states, np.nan)
             row[dom.states[seen]] = bV[seen] / self.beta
-            out[i] = row
-            if progress:
-                progress(1)
-        return out
+            return row
+
+        rows = map_replicates(one, replicate_seeds(self.seed, self.bootstrap), n_jobs=self.n_jobs,
+                              progress=progress)
+        return np.array(rows).reshape(self.bootstrap, kernel.n_states)
 
 
 def fit_likelihood_potential(kernel: Kernel, /, **options: object) -> LikelihoodFit:
@@ -467,7 +470,7 @@ class DevianceTest:
 
 
 def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 0,
-                  progress: Progress | None = None) -> DevianceTest:
+                  n_jobs: int = 1, progress: Progress | None = None) -> DevianceTest:
     """G^2 = 2 sum n log(n / mu) of the quasi-symmetry fit, df = independent cycles.
 
     The p-value is a parametric bootstrap: the fitted reversible kernel is simulated
@@ -484,15 +487,18 @@ def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 
     sims, sims_p = [], []
     if simulations > 0 and qs.df > 0:
         src, dst, p = quasi_symmetric_kernel(kernel, qs)
-        for s in replicate_seeds(seed, simulations):
-            cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
+
+        def one(seed: int) -> tuple[float, int]:
+            cnt = sample_edge_counts(src, p, kernel.trials, seed).astype(float)
             ok = data.sampled[src] & data.sampled[dst] & (cnt > 0)
             sim = quasi_symmetry(PairData(data.n_states, src[ok], dst[ok], cnt[ok], data.offset,
                                           data.sampled))
-            if sim.df > 0:
-                sims.append(sim.deviance * qs.df / sim.df)  # on the data's df, for the tail fit
-                sims_p.append(float(stats.chi2.sf(sim.deviance, sim.df)))
-            if progress:
-                progress(1)
+            return sim.deviance, sim.df
+
+        for dev, df in map_replicates(one, replicate_seeds(seed, simulations), n_jobs=n_jobs,
+                                      progress=progress):
+            if df > 0:
+                sims.append(dev * qs.df / df)  # on the data's df, for the tail fit
+                sims_p.append(float(stats.chi2.sf(dev, df)))
     pv = bootstrap_p_value(qs.deviance, sims, extreme=sims_p, observed_extreme=p_asym)
     return DevianceTest(qs.n_pairs, qs.n_states, qs.n_components, qs.df, qs.deviance, pv, p_asym)

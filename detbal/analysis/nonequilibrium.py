@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +35,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from detbal.analysis.counts import Kernel, reverse_pairs
-from detbal.analysis.resample import replicate_seeds, sample_edge_counts
+from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
 
 Progress = Callable[[int], object]
 
@@ -316,16 +316,21 @@ class Nonequilibrium:
                       " (2 theta - mean theta*), basic bootstrap interval",
         }
 
-    def top_cycles(self, k: int = 10) -> list[dict[str, object]]:
-        """The cycles that break detailed balance most (largest |A| / sigma), 3-cycles and basis."""
+    def top_cycles(self, k: int = 10, states: Sequence[str] | None = None) -> list[dict[str, object]]:
+        """The cycles that break detailed balance most (largest |A| / sigma), 3-cycles and basis;
+        ``states`` names the state indices."""
+
+        def name(i: int) -> object:
+            return states[i] if states is not None else i
+
         rows: list[dict[str, object]] = []
         t = self.triangles
         for i in range(len(t.affinity)):
-            rows.append({"kind": "3-cycle", "states": [int(x) for x in t.triangles[i]],
+            rows.append({"kind": "3-cycle", "states": [name(int(x)) for x in t.triangles[i]],
                          "length": 3, "affinity": float(t.affinity[i]), "sigma": float(t.sigma[i])})
         b = self.basis
         for i in range(len(b.affinity)):
-            rows.append({"kind": "basis", "states": [int(b.f[i]), int(b.g[i])],
+            rows.append({"kind": "basis", "states": [name(int(b.f[i])), name(int(b.g[i]))],
                          "length": int(b.length[i]), "affinity": float(b.affinity[i]),
                          "sigma": float(b.sigma[i])})
         rows.sort(key=lambda r: -abs(r["affinity"]) / r["sigma"] if r["sigma"] > 0 else 0.0)
@@ -352,7 +357,8 @@ def _log_ratios(cnt_fg: np.ndarray, cnt_gf: np.ndarray, n0_f: np.ndarray, n0_g: 
 
 
 def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0,
-                   level: float = 0.95, progress: Progress | None = None) -> Nonequilibrium:
+                   level: float = 0.95, n_jobs: int = 1,
+                   progress: Progress | None = None) -> Nonequilibrium:
     """Affinities of 3-cycles and of a cycle basis, RMS affinity and entropy production.
 
     ``bootstrap`` replicates are drawn twice: from the estimated kernel (the spread
@@ -372,23 +378,30 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     n0 = kernel.n0
     if bootstrap > 0:
         seeds = replicate_seeds(seed, 2 * bootstrap)
-        for s in seeds[:bootstrap]:
+
+        def resample(s: int) -> tuple[float, float]:
             cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, s).astype(float)
+            ms_b = math.nan
             if len(A):
                 y = _log_ratios(cnt[pairs.e_fg], cnt[pairs.e_gf], n0[pairs.f], n0[pairs.g])
-                ms_boot.append(_weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight))
-            ep_boot.append(_kernel_entropy(kernel, cnt, _pairs(kernel, cnt))[0])
-            if progress:
-                progress(1)
+                ms_b = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
+            return ms_b, _kernel_entropy(kernel, cnt, _pairs(kernel, cnt))[0]
+
+        for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress):
+            ms_boot.append(ms_b)
+            ep_boot.append(ep_b)
         if len(A):
             qs = quasi_symmetry(pair_data(kernel))
             src, dst, p = quasi_symmetric_kernel(kernel, qs)
             pos_fg = _edge_positions(src, dst, kernel.n_states, pairs.f, pairs.g)
             pos_gf = _edge_positions(src, dst, kernel.n_states, pairs.g, pairs.f)
-            for s in seeds[bootstrap:]:
+
+            def null(s: int) -> float:
                 cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
                 y = _log_ratios(cnt[pos_fg], cnt[pos_gf], n0[pairs.f], n0[pairs.g])
-                ms_null.append(_weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight))
+                return _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
+
+            ms_null = map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs)
     rms = _rms_interval(ms, np.array(ms_boot), np.array(ms_null), level)
     ep_iv = Interval(*_basic_interval(ep, np.array(ep_boot), level), plug_in=ep)
     return Nonequilibrium(

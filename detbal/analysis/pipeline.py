@@ -84,8 +84,14 @@ def analyze(
     n_jobs: int = 1,
     figures: bool = True,
     ui: ProgressUI | None = None,
+    estimator: str = "least_action",
 ) -> dict[str, Any]:
     """Run the whole analysis and write its outputs into ``out_dir``; returns the summary.
+
+    ``estimator``: ``least_action`` (the paper's, default) or ``likelihood`` (the
+    quasi-symmetry likelihood potential, reported beside the least-action one and used
+    for the pair tests).  The deviance test, cycle affinities and entropy production
+    are computed either way.
 
     ``n_jobs`` threads run the bootstrap replicates and the test simulations (0: every
     core available); the numbers do not depend on it.
@@ -95,6 +101,8 @@ def analyze(
     from detbal.analysis.resample import available_cores
     from detbal.analysis.summary import summarise
 
+    if estimator not in ESTIMATORS:
+        raise DetbalError(f"unknown estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
     timer = _Timer()
     out = Path(out_dir)
     n_jobs = available_cores() if n_jobs <= 0 else n_jobs
@@ -109,19 +117,28 @@ def analyze(
     def bar(total: int, desc: str) -> AbstractContextManager[Callable[..., Any]]:
         return ui.progress(total, desc) if (ui is not None and total > 0) else nullcontext(None)
 
-    estimator = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
+    least_action = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
                                      seed=seed, n_jobs=n_jobs, solver=solver)
     with timer.stage("potential"):
-        fit = estimator.fit(k, errors=False)
+        fit = least_action.fit(k, errors=False)
+    lik = None
+    if estimator == "likelihood":
+        from detbal.analysis.likelihood import LikelihoodPotential
+
+        with timer.stage("likelihood_potential"), bar(bootstrap, "bootstrap of the likelihood V") as tick:
+            lik = LikelihoodPotential(beta=beta, gauge=gauge, bootstrap=bootstrap, seed=seed,
+                                      action_kernel=kernel, n_jobs=n_jobs).fit(k, progress=tick)
+    chosen = fit if lik is None else lik.potential
     with timer.stage("pair_tests"):
-        pairs = pair_test(k, fit.V, beta)
-        one_sided = one_sided_test(k, fit.V, beta)
+        pairs = pair_test(k, chosen.V, beta)
+        one_sided = one_sided_test(k, chosen.V, beta)
         pot = summarise(k, fit)
     with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
         tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
                               triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs)
     with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
-        fit = estimator.add_errors(k, fit, progress=tick)
+        fit = least_action.add_errors(k, fit, progress=tick)
+    deviance, noneq = _beyond_balance(k, timer, bar, bootstrap, test_simulations, seed, n_jobs)
 
     g = tests.global_test
     if g.df <= 0 or not math.isfinite(g.p_value):
@@ -139,7 +156,7 @@ def analyze(
             "kernel": kernel, "beta": beta, "n0": n0, "min_source_count": k.min_source_count,
             "attempts": k.total_attempts, "bootstrap": bootstrap,
             "test_simulations": test_simulations, "triplet_min_count": triplet_min_count,
-            "gauge": fit.gauge, "solver": solver, "seed": seed,
+            "gauge": fit.gauge, "solver": solver, "seed": seed, "estimator": estimator,
         },
         "data": {
             "states": c.n_states, "edges": int(len(c.src)), "kept_edges": int(len(k.src)),
@@ -147,15 +164,23 @@ def analyze(
             "escape_fraction": float((c.escapes.sum() + c.self_loops.sum()) / max(c.total_attempts, 1)),
         },
         "verdict": verdict,
-        "detailed_balance": {"global": g.as_dict(), "triplet_paper": tests.triplet.as_dict()},
-        "pair_test": pairs.as_dict(),
+        "detailed_balance": {"global": g.as_dict(), "triplet_paper": tests.triplet.as_dict(),
+                             "deviance": deviance.as_dict()},
+        "pair_test": {**pairs.as_dict(), "estimator": estimator},
         "one_sided": one_sided.as_dict(),
         "potential": {**pot.as_dict(), "converged": fit.converged, "iterations": fit.iterations},
+        "nonequilibrium": {**noneq.as_dict(), "top_cycles": noneq.top_cycles(10, k.states)},
         "timings": timer.timings,
     }
     out.mkdir(parents=True, exist_ok=True)
     records = fit.to_records()
-    export_table(records, ["state", "V", "stderr", "sources", "flag"], out / "potential.csv")
+    side_by_side = None
+    if lik is None:
+        export_table(records, ["state", "V", "stderr", "sources", "flag"], out / "potential.csv")
+    else:
+        summary["likelihood_potential"] = {**summarise(k, lik.potential).as_dict(), **lik.as_dict()}
+        side_by_side = _side_by_side(records, lik)
+        export_table(side_by_side, list(side_by_side[0]), out / "potential.csv")
     if figures:
         from detbal.analysis import report
 
@@ -168,11 +193,57 @@ def analyze(
                     fit.beta * fit.V[k.counts.attempts > 1], pot.mean_beta_v, pot.sigma_beta_v,
                     out / "potential_histogram.png"),
                 "diagram": report.plot_diagram(k, fit, out / "diagram.png"),
+                "cycles": report.plot_cycle_affinities(noneq, out / "cycle_affinities.png"),
             }
+            if lik is not None:
+                figs["estimators"] = report.plot_estimators(fit, lik.potential, out / "estimators.png")
         summary["figures"] = {key: p.name for key, p in figs.items() if p is not None}
     safe = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(safe, indent=2), encoding="utf-8")
     if figures:
         lowest = sorted((r for r in records if r["flag"] == ""), key=lambda r: float(r["V"]))
-        report.write_report(out, safe, figs, lowest[:15])
+        both = None if side_by_side is None else sorted(
+            (r for r in side_by_side if r["flag"] == ""), key=lambda r: float(r["V"]))[:15]
+        report.write_report(out, safe, figs, lowest[:15], both)
     return safe
+
+
+#: potential estimators of ``analyze``
+ESTIMATORS: tuple[str, ...] = ("least_action", "likelihood")
+
+
+def _beyond_balance(k: Kernel, timer: _Timer, bar: Callable[[int, str], Any], bootstrap: int,
+                    simulations: int, seed: int, n_jobs: int) -> tuple[Any, Any]:
+    """The deviance test of quasi-symmetry, and cycle affinities with entropy production."""
+    from detbal.analysis.likelihood import deviance_test
+    from detbal.analysis.nonequilibrium import nonequilibrium
+
+    with timer.stage("deviance_test"), bar(simulations, "deviance-test simulations") as tick:
+        deviance = deviance_test(k, simulations=simulations, seed=seed, n_jobs=n_jobs, progress=tick)
+    with timer.stage("nonequilibrium"), bar(bootstrap, "cycle-affinity bootstrap") as tick:
+        noneq = nonequilibrium(k, bootstrap=bootstrap, seed=seed, n_jobs=n_jobs, progress=tick)
+    return deviance, noneq
+
+
+def _side_by_side(records: list[dict[str, Any]], lik: Any) -> list[dict[str, Any]]:
+    """potential.csv rows with the likelihood potential first and the least-action one beside it."""
+    pot = lik.potential
+    out = []
+    for i, r in enumerate(records):
+        ok = pot.flags[i] == ""
+        out.append({
+            "state": r["state"],
+            "V": _num(pot.V[i]) if ok else "",
+            "stderr": _num(lik.stderr_laplace[i]) if ok else "",
+            "stderr_bootstrap": _num(lik.stderr_bootstrap[i]) if ok else "",
+            "sources": r["sources"],
+            "flag": pot.flags[i],
+            "V_least_action": r["V"],
+            "stderr_least_action": r["stderr"],
+            "flag_least_action": r["flag"],
+        })
+    return out
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}" if math.isfinite(x) else ""

@@ -19,6 +19,7 @@ import numpy as np
 
 from detbal.analysis.balance import OneSidedTest, PairTest, TripletTest
 from detbal.analysis.counts import Kernel
+from detbal.analysis.nonequilibrium import Nonequilibrium
 from detbal.analysis.potential import PotentialFit
 
 #: largest state space drawn as a transition diagram
@@ -156,6 +157,67 @@ def plot_diagram(kernel: Kernel, fit: PotentialFit, path: Path) -> Path | None:
     return _finish(fig, path)
 
 
+def plot_cycle_affinities(ne: Nonequilibrium, path: Path, top: int = 25) -> Path | None:
+    """Left: z = A / sigma of every 3-cycle and basis cycle against N(0, 1); right: the
+    cycles that break detailed balance most, A with its 95% interval."""
+    t, b = ne.triangles, ne.basis
+    z = np.concatenate([t.z, b.z]) if len(t.z) or len(b.z) else np.zeros(0)
+    z = z[np.isfinite(z)]
+    if len(z) == 0:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.5))
+    ax, ax2 = fig.subplots(1, 2)
+    lim = max(4.0, float(np.quantile(np.abs(z), 0.995)))
+    bins = np.linspace(-lim, lim, 41)
+    if len(t.z):
+        ax.hist(np.clip(t.z, -lim, lim), bins=bins, density=True, alpha=0.6, label=f"{len(t.z)} 3-cycles")
+    if len(b.z):
+        ax.hist(np.clip(b.z, -lim, lim), bins=bins, density=True, alpha=0.5, label=f"{len(b.z)} basis cycles")
+    grid = np.linspace(-lim, lim, 200)
+    ax.plot(grid, np.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k-", lw=1.2, label="N(0, 1): balance")
+    ax.set_xlabel("A / sigma(A)")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper left", fontsize=8)
+    rows = ne.top_cycles(top)
+    y = np.arange(len(rows))[::-1]
+    A = np.array([r["affinity"] for r in rows])
+    err = 1.96 * np.array([r["sigma"] for r in rows])
+    colors = ["C0" if r["kind"] == "3-cycle" else "C1" for r in rows]
+    ax2.errorbar(A, y, xerr=err, fmt="none", ecolor=colors, elinewidth=1)
+    ax2.scatter(A, y, c=colors, s=12, zorder=3)
+    ax2.axvline(0.0, color="k", lw=0.8, ls="--")
+    ax2.set_yticks(y, [f"{r['kind']} ({r['length']})" for r in rows], fontsize=6)
+    ax2.set_xlabel("cycle affinity A (95% interval)")
+    ax2.set_title(f"{len(rows)} cycles breaking balance most (|A|/sigma)")
+    rms = ne.rms_affinity
+    ax.set_title(f"RMS affinity {rms.estimate:.2f} [{rms.ci_low:.2f}, {rms.ci_high:.2f}]")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92, wspace=0.35)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_estimators(least_action: PotentialFit, likelihood: PotentialFit, path: Path) -> Path | None:
+    """Likelihood potential against the least-action one on the states both give a number."""
+    both = np.flatnonzero(np.isfinite(least_action.V) & np.isfinite(likelihood.V))
+    if len(both) < 2:
+        return None
+    idx, note = _subset(len(both))
+    sel = both[idx]
+    x = least_action.beta * least_action.V[sel]
+    y = likelihood.beta * likelihood.V[sel]
+    fig, ax = _figure((5, 5))
+    ax.errorbar(x, y, yerr=likelihood.beta * np.nan_to_num(likelihood.stderr[sel]), fmt="o", ms=3,
+                alpha=0.5, elinewidth=0.6)
+    _diagonal(ax, x, y)
+    only = int(np.count_nonzero(np.isfinite(likelihood.V) & ~np.isfinite(least_action.V)))
+    ax.set_xlabel("beta V, least action")
+    ax.set_ylabel("beta V, likelihood (Laplace 1 sigma)")
+    ax.set_title(f"{len(both)} states in both{note}; {only} only in the likelihood fit", fontsize=9)
+    return _finish(fig, path)
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return "n/a" if not math.isfinite(x) else f"{x:.{digits}g}"
@@ -163,8 +225,14 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path | None],
-                 top_states: list[dict[str, Any]]) -> Path:
-    """The Markdown report: settings, verdict, numbers, figures, lowest-potential states."""
+                 top_states: list[dict[str, Any]],
+                 side_by_side: list[dict[str, Any]] | None = None) -> Path:
+    """The Markdown report: settings, verdict, numbers, figures, lowest-potential states.
+
+    ``side_by_side``: potential.csv's rows when the likelihood potential was fitted
+    (``V``, ``stderr`` (Laplace), ``stderr_bootstrap``, ``V_least_action``,
+    ``stderr_least_action``, ``sources``).
+    """
     g = summary["detailed_balance"]["global"]
     t = summary["detailed_balance"]["triplet_paper"]
     p = summary["pair_test"]
@@ -186,6 +254,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
         f" | {_fmt(g['p_value'])} (bootstrap, {g['n_bootstrap']} sims; asymptotic {_fmt(g['p_asymptotic'])}) |",
         f"| paper's 3-cycle test | {t['n_triplets']} triplets | {_fmt(t['chi2_per_ndf'])} |"
         f" {_fmt(t['p_value_bootstrap'])} (bootstrap) |",
+        *_deviance_row(summary["detailed_balance"].get("deviance")),
         f"| pair test vs potential | {p['n_pairs']} pairs | {_fmt(p['chi2_per_ndf'])} | r = {_fmt(p['pearson_r'])} |",
         "",
         f"One-sided pairs: {o['n_pairs']}, of which {_fmt(100 * o['fraction_within_bound'] if o['n_pairs'] else math.nan)}%"
@@ -205,7 +274,9 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
         " observed cycle, in another component, or further than log(total attempts) from the"
         " median of the main component) and get no number in potential.csv.", "",
     ]
-    if top_states:
+    lines += _likelihood_section(summary.get("likelihood_potential"), side_by_side)
+    lines += _nonequilibrium_section(summary.get("nonequilibrium"))
+    if top_states and not side_by_side:
         lines += ["Lowest-potential identifiable states:", "", "| state | beta V | stderr | attempts |",
                   "|---|---|---|---|"]
         lines += [f"| `{r['state']}` | {r['V']} | {r['stderr'] or 'n/a'} | {r['sources']} |" for r in top_states]
@@ -216,6 +287,8 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
         "one_sided": "One-sided pairs against their bound.",
         "histogram": "Distribution of beta V with its Gaussian fit.",
         "diagram": "Transition diagram on potential levels.",
+        "estimators": "Likelihood potential against the least-action potential.",
+        "cycles": "Cycle affinities: z-scores against balance, and the cycles breaking it most.",
     }
     lines += ["## Figures", ""]
     for key, caption in captions.items():
@@ -226,3 +299,73 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _p_phrase(d: dict[str, Any]) -> str:
+    """A bootstrap p-value as the report states it: simulated, or bound and tail estimate."""
+    if d.get("p_value_method") == "scaled_chi2_tail":
+        return (f"{_fmt(d['p_value'])} (tail estimate: scaled chi^2 fitted to {d['n_simulations']} sims,"
+                f" none as extreme; bound p < {_fmt(d['p_upper_bound'])})")
+    return f"{_fmt(d.get('p_value'))} (bootstrap, {d.get('n_simulations', 0)} sims)"
+
+
+def _deviance_row(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return []
+    return [f"| deviance G^2 of quasi-symmetry (df = {d['df']}) | {d['n_pairs']} pairs |"
+            f" {_fmt(d['deviance_per_df'])} | {_p_phrase(d)}; asymptotic {_fmt(d['p_asymptotic'])} |"]
+
+
+def _likelihood_section(d: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> list[str]:
+    if not d:
+        return []
+    out = [
+        "## Likelihood potential", "",
+        "Count f -> g given the transitions between f and g either way is binomial with logit"
+        " log(N0(f)/N0(g)) + beta (V(f) - V(g)); beta V has a Gaussian prior of width"
+        f" {_fmt(d['prior_width_beta_V'])} chosen by {d['prior_width_method']}."
+        f" {d['identifiable_states']} states get a number ({d['pairs']} pairs); median error"
+        f" {_fmt(d['median_stderr_laplace'])} (Laplace posterior), {_fmt(d['median_stderr_bootstrap'])}"
+        " (bootstrap spread of the estimate, smaller because of the shrinkage).",
+        "States never sampled as a source, or sharing no transition with another sampled source,"
+        " or outside the largest connected set of such pairs, are flagged and get no number:"
+        " " + ", ".join(f"{k}: {v}" for k, v in sorted(d["flags"].items())) + ".", "",
+    ]
+    if rows:
+        out += ["Lowest-potential states, both estimators side by side:", "",
+                "| state | beta V least action | stderr | beta V likelihood | Laplace stderr |"
+                " bootstrap stderr | attempts |", "|---|---|---|---|---|---|---|"]
+        out += [f"| `{r['state']}` | {r['V_least_action'] or 'flagged'} | {r['stderr_least_action'] or 'n/a'} |"
+                f" {r['V']} | {r['stderr'] or 'n/a'} | {r['stderr_bootstrap'] or 'n/a'} |"
+                f" {r['sources']} |" for r in rows]
+        out.append("")
+    return out
+
+
+def _nonequilibrium_section(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return []
+    rms = d["cycle_affinity_rms"]
+    ep = d["entropy_production_per_step"]
+    out = [
+        "## How far from equilibrium", "",
+        f"RMS cycle affinity over {d['three_cycles']} observed 3-cycles: {_fmt(rms['estimate'])}"
+        f" (95% interval {_fmt(rms['ci_low'])} to {_fmt(rms['ci_high'])}; plug-in {_fmt(rms['plug_in'])},"
+        " which carries the counting noise; 0 under detailed balance).",
+        f"Entropy production of the estimated kernel at stationarity ({d['entropy_production_states']}"
+        f" states): {_fmt(ep['estimate'])} per step (95% interval {_fmt(ep['ci_low'])} to"
+        f" {_fmt(ep['ci_high'])}; plug-in {_fmt(ep['plug_in'])}).",
+        f"Cycles beyond 3 sigma: {d['three_cycles_beyond_3_sigma']} of {d['three_cycles']} 3-cycles,"
+        f" {d['basis_cycles_beyond_3_sigma']} of {d['basis_cycles']} basis cycles"
+        " (about 0.3% expected by chance).", "",
+    ]
+    top = d.get("top_cycles") or []
+    if top:
+        out += ["Cycles breaking detailed balance most:", "", "| cycle | states | affinity A | sigma | A / sigma |",
+                "|---|---|---|---|---|"]
+        out += [f"| {r['kind']} ({r['length']}) | {' -> '.join(f'`{x}`' for x in r['states'])} |"
+                f" {_fmt(r['affinity'])} | {_fmt(r['sigma'])} | {_fmt(r['affinity'] / r['sigma'])} |"
+                for r in top]
+        out += ["", "A basis cycle closes the pair shown through the breadth-first tree of pairs"
+                " observed both ways.", ""]
+    return out
