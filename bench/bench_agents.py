@@ -1,4 +1,4 @@
-"""Throughput of the agent runner, each figure beside a baseline without the runner.
+"""Throughput of the agent runner and what constrained decoding buys, each beside a baseline.
 
 1. Word task on the embedded model (SmolLM2-135M via llama.cpp), the run as a whole
    (prompt choice, call, classification, one committed transaction per attempt),
@@ -8,8 +8,20 @@
    answers instantly (tests/servers/fake_openai.py in its own process), at
    concurrency 1 and 64, against the bare ``openai`` client (a sequential loop, and
    ``asyncio.gather`` under a semaphore of 64).  Target: < 2 ms per call.
+3. Grammar-constrained decoding on the embedded model (issue 7), constrained beside
+   unconstrained in the same run:
+   * words, strict, the paper's prompt: fraction of attempts that are new dictionary
+     words of value exactly 100 (target >= 90%), attempts/s (>= 2), distinct words in
+     200 attempts (>= 20);
+   * fit (Nikuradse, the paper's island search): fraction of attempts that are valid
+     ansatz states (>= 90%), wall time of a 150-attempt run, model load included
+     (<= 300 s), and the cycle structure of a longer run (``--fit-long``, the issue
+     asks for 2,000 attempts): states sourced more than once, pairs seen both ways,
+     triplets (all six edges seen; the paper's fit cut: every count > 1).
 
 Usage: python bench/bench_agents.py [--model-attempts 200] [--calls 1000]
+       [--words-attempts 200] [--fit-attempts 150] [--fit-baseline-attempts 30]
+       [--fit-long 0] [--skip-model] [--skip-overhead] [--skip-constrained]
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parent.parent
@@ -128,14 +141,132 @@ def bench_overhead(url: str, n: int, concurrency: int) -> tuple[float, float]:
     return o, b
 
 
+def bench_words_constrained(n: int, instances: int, constrain: bool) -> dict:
+    """Strict words with the paper's prompt: rate, share of new dictionary words of value 100, distinct."""
+    from detbal.agents.backends.base import SamplingParams
+    from detbal.agents.backends.local import LocalBackend
+    from detbal.agents.words import PromptTemplate, WordGrammar, WordsConfig, run_words
+    from detbal.store import RunStore
+
+    dictionary = set(WordGrammar.load(100).words)
+    config = WordsConfig(seed=1, constrain=constrain,
+                         sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16))
+
+    async def go() -> dict:
+        backend = LocalBackend(n_threads=1, n_instances=instances)
+        await backend._ensure_pool()
+        with tempfile.TemporaryDirectory() as d, RunStore(Path(d) / "w.sqlite") as store:
+            rid = store.create_run("words", backend.model, "local", config.as_config())
+            t = time.perf_counter()
+            await run_words(store, rid, backend, config, attempts=n, template=PromptTemplate.load(),
+                            concurrency=2 * instances, handle_signals=False)
+            dt = time.perf_counter() - t
+            rows = list(store.iter_attempts([rid]))
+        await backend.aclose()
+        good = [r for r in rows if r["target"] in dictionary and r["target"] != r["source"]]
+        escapes: dict[str, int] = {}
+        for r in rows:
+            if r["escape"]:
+                escapes[r["escape"]] = escapes.get(r["escape"], 0) + 1
+        return {"rate": n / dt, "good": len(good) / n, "distinct": len({r["target"] for r in good}),
+                "escapes": escapes}
+
+    return asyncio.run(go())
+
+
+def cycle_structure(store: Any, run_id: int) -> dict:
+    """States sourced more than once, pairs seen both ways, triplets (paper's cuts 0 and 1)."""
+    from detbal.analysis.balance import triplet_test
+    from detbal.analysis.counts import TransitionCounts, estimate_kernel, reverse_pairs
+
+    counts = TransitionCounts.from_rows(store.count_rows([run_id]))
+    pairs, _ = reverse_pairs(counts.src, counts.dst, counts.n_states)
+    kernel = estimate_kernel(counts, "empirical", min_source_count=0)
+    return {"states": counts.n_states, "sourced_twice": int((counts.attempts > 1).sum()),
+            "pairs": len(pairs), "triplets": triplet_test(kernel, min_count=0).n_triplets,
+            "triplets_cut1": triplet_test(kernel, min_count=1).n_triplets}
+
+
+def bench_fit(n: int, instances: int, constrain: bool, mode: str) -> dict:
+    """A fit study from scratch (model and data loaded inside the timing)."""
+    from detbal.agents.backends.local import LocalBackend
+    from detbal.agents.fit import FitConfig, run_fit
+    from detbal.store import RunStore
+
+    config = FitConfig(mode=mode, constrain=constrain, seed=1)
+
+    async def go() -> dict:
+        t = time.perf_counter()
+        backend = LocalBackend(n_threads=1, n_instances=instances)
+        with tempfile.TemporaryDirectory() as d, RunStore(Path(d) / "f.sqlite") as store:
+            rid = store.create_run("fit", backend.model, "local", {"fit": config.as_dict()})
+            await run_fit(store, rid, [backend], config, attempts=n, concurrency=2 * instances)
+            dt = time.perf_counter() - t
+            rows = list(store.iter_attempts([rid]))
+            cycles = cycle_structure(store, rid)
+        await backend.aclose()
+        escapes: dict[str, int] = {}
+        for r in rows:
+            if r["escape"]:
+                escapes[r["escape"]] = escapes.get(r["escape"], 0) + 1
+        valid = sum(1 for r in rows if r["target"] is not None)
+        return {"wall": dt, "valid": valid / len(rows), "escapes": escapes, "per_attempt": dt / n,
+                **cycles}
+
+    return asyncio.run(go())
+
+
+def constrained(args: argparse.Namespace) -> None:
+    inst = args.instances
+    n = args.words_attempts
+    print(f"constrained decoding, embedded SmolLM2-135M ({inst} instances x 1 thread, T=1.0,"
+          " top_p 1, top_k 40, min_p 0.05):")
+    print(f"  words, strict, paper's prompt, {n} attempts each:")
+    for c in (True, False):
+        r = bench_words_constrained(n, inst, c)
+        label = "constrained  " if c else "unconstrained"
+        print(f"    {label}: new dictionary words of value 100 {r['good']:6.1%} (target >= 90%),"
+              f" {r['rate']:5.2f} attempts/s (>= 2), distinct {r['distinct']:3d} (>= 20);"
+              f" escapes {r['escapes'] or 'none'}")
+    print("  fit, Nikuradse, paper's island search (8 islands), model and data load included:")
+    rc = bench_fit(args.fit_attempts, inst, True, "one-call")
+    print(f"    constrained one-call, {args.fit_attempts} attempts: valid states {rc['valid']:6.1%}"
+          f" (target >= 90%), wall {rc['wall']:6.1f} s (<= 300), {rc['per_attempt']:.2f} s/attempt;"
+          f" escapes {rc['escapes'] or 'none'}")
+    nb = args.fit_baseline_attempts
+    if nb:
+        for mode in ("two-call", "one-call"):
+            rb = bench_fit(nb, inst, False, mode)
+            print(f"    unconstrained {mode}, {nb} attempts: valid states {rb['valid']:6.1%},"
+                  f" {rb['per_attempt']:.2f} s/attempt (150 attempts: ~{150 * rb['per_attempt']:.0f} s);"
+                  f" escapes {rb['escapes'] or 'none'}")
+    runs = [(args.fit_attempts, rc)]
+    if args.fit_long:
+        runs.append((args.fit_long, bench_fit(args.fit_long, inst, True, "one-call")))
+    for k, r in runs:
+        print(f"    cycle structure, constrained, {k} attempts ({r['wall']:.0f} s): {r['states']} states,"
+              f" {r['sourced_twice']} sourced more than once, {r['pairs']} pairs seen both ways,"
+              f" {r['triplets']} triplets ({r['triplets_cut1']} with every count > 1)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-attempts", type=int, default=200)
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--instances", type=int, default=2)
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--skip-constrained", action="store_true")
+    ap.add_argument("--words-attempts", type=int, default=200)
+    ap.add_argument("--fit-attempts", type=int, default=150)
+    ap.add_argument("--fit-baseline-attempts", type=int, default=30)
+    ap.add_argument("--fit-long", type=int, default=0, metavar="N",
+                    help="also a constrained fit run of N attempts for its cycle structure (2000 in the issue)")
     args = ap.parse_args()
     print(f"# bench_agents on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    if not args.skip_constrained:
+        os.environ.setdefault("DETBAL_DATA_DIR", str(REPO.parent / "shared" / "datasets" / "nikuradse"))
+        constrained(args)
     if not args.skip_model:
         ours, base = bench_model(args.model_attempts, args.instances, 2 * args.instances)
         print(f"word task, embedded SmolLM2-135M, {args.model_attempts} attempts:")
@@ -143,6 +274,8 @@ def main() -> None:
               f" committed to a store): {ours:6.2f} attempts/s   (target >= 4)")
         print(f"  baseline (1 instance, sequential loop, no store):       {base:6.2f} attempts/s")
         print(f"  ratio runner/baseline: {ours / base:.2f}")
+    if args.skip_overhead:
+        return
     proc, url = start_server()
     try:
         print(f"runner overhead against an instant loopback server, {args.calls} calls:")

