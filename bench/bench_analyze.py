@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""The whole ``detbal analyze`` as a user runs it, beside the published method's bare fit.
+
+    python bench/bench_analyze.py --quick      # ~3 minutes: 300 states, ring, paper scale, 1e5
+    python bench/bench_analyze.py              # + more repeats and the cold first run
+    python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (several minutes)
+
+Every figure is a whole process (``python -m detbal analyze FILE --out DIR``, default
+settings: 100 bootstrap replicates, 200 test simulations, figures) timed from outside,
+with its peak memory (``wait4``), on data written once as transition CSV files:
+
+* ``300 states``: ``metropolis_chain(300)`` sampled the agents' way, 20,000 attempts
+  (``detbal synth``'s defaults);
+* ``ring 1000``: ``driven_ring(1000, affinity=0)`` (reversible; links to i +- 1, i +- 2),
+  30 attempts from every state;
+* ``paper scale``: bench_potential's problem (``metropolis_chain(11500)``, 50,000
+  attempts, about 7,700 states seen);
+* ``1e5 states``: the same recipe at 14 times the size (161,000-state chain,
+  700,000 attempts, about 106,000 states seen);
+* ``1e6 states`` (``--huge``): ``metropolis_chain(10**6)``, 10 attempts from every state.
+
+The baseline is bench_potential's published-style fit (``baseline_fit``: a Python loop
+over edges, K' by central differences, scipy L-BFGS-B with its defaults, no errors, no
+p-values), run on the same file in its own process with the published code's kernel
+(softplus) and with exp.  Its bare fit time (inside the process) and its whole process
+are both printed; the target compares detbal's whole process with the bare fit.
+Repeats alternate detbal and baseline so both see the same machine load; medians.
+
+``--cold`` (on by default without ``--quick``) also measures a first run with an empty
+numba cache (``NUMBA_CACHE_DIR`` set to a new directory: everything compiles), then
+the set-up's warm-up (scripts/setup.sh: a tiny ``analyze``) and the first real run
+after it, each in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_line  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 20251210
+
+
+# -- data ---------------------------------------------------------------------------------
+def write_counts(counts, path: Path) -> Path:
+    """Transition CSV (source,target,count; empty target = escape), as ``detbal synth`` writes."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "target", "count"])
+        names = counts.states
+        w.writerows(zip([names[i] for i in counts.src], [names[i] for i in counts.dst],
+                        counts.count.astype(int).tolist()))
+        for i in (counts.self_loops > 0).nonzero()[0]:
+            w.writerow([names[i], names[i], int(counts.self_loops[i])])
+        for i in (counts.escapes > 0).nonzero()[0]:
+            w.writerow([names[i], "", int(counts.escapes[i])])
+    return path
+
+
+def make_data(name: str, folder: Path) -> Path:
+    path = folder / f"{name}.csv"
+    if path.exists():
+        return path
+    from detbal.systems import driven_ring, metropolis_chain, sample_agent, sample_fixed
+
+    if name == "s300":
+        counts = sample_agent(metropolis_chain(300, seed=0), 20_000, seed=1)
+    elif name == "ring1000":
+        counts = sample_fixed(driven_ring(1000, affinity=0.0, seed=3), 30, seed=4)
+    elif name == "paper":
+        from bench_potential import paper_problem
+
+        _, counts, _ = paper_problem(11_500, SEED)
+    elif name == "1e5":
+        counts = sample_agent(metropolis_chain(161_000, mean_degree=6.0, seed=SEED), 700_000,
+                              seed=SEED + 1)
+    elif name == "1e6":
+        counts = sample_fixed(metropolis_chain(1_000_000, mean_degree=6.0, seed=SEED), 10,
+                              seed=SEED + 1)
+    else:
+        raise ValueError(name)
+    tmp = path.with_suffix(".tmp")
+    write_counts(counts, tmp)
+    tmp.replace(path)
+    return path
+
+
+# -- processes ------------------------------------------------------------------------------
+def child_env(cache: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS=env.get("NUMBA_NUM_THREADS", "2"))
+    if cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    return env
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float) -> dict:
+    """Wall seconds, peak RSS (MiB) and stdout of one process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    deadline = t0 + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            return {"seconds": float("nan"), "rss_mib": usage.ru_maxrss / 1024, "timeout": True}
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {code}: {err[-2000:]}")
+    return {"seconds": wall, "rss_mib": usage.ru_maxrss / 1024, "stdout": out}
+
+
+def detbal_analyze(data: Path, out: Path, env: dict[str, str], timeout: float,
+                   extra: tuple[str, ...] = ()) -> dict:
+    r = run([sys.executable, "-m", "detbal", "-q", "analyze", str(data), "--out", str(out), *extra],
+            env, timeout)
+    if "stdout" in r:
+        r["summary"] = json.loads((out / "summary.json").read_text())
+    return r
+
+
+def baseline(data: Path, kernel: str, env: dict[str, str], timeout: float) -> dict:
+    r = run([sys.executable, os.path.abspath(__file__), "--baseline-worker", str(data), kernel],
+            env, timeout)
+    if "stdout" in r:
+        r.update(json.loads(r["stdout"].strip().splitlines()[-1]))
+    return r
+
+
+def baseline_worker(data: str, kernel: str) -> None:
+    """A whole process of the published method: read the file, estimate T, bare fit."""
+    from bench_potential import baseline_fit
+
+    from detbal.analysis.pipeline import load_kernel
+
+    k = load_kernel(data)
+    res = baseline_fit(k, kernel)
+    print(json.dumps({"fit_seconds": res["seconds"], "nit": res["nit"]}))
+
+
+# -- report -----------------------------------------------------------------------------------
+def med(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def stage_line(summary: dict) -> str:
+    t = summary.get("timings", {})
+    return ", ".join(f"{k} {v:.2f}" for k, v in t.items())
+
+
+def section_sizes(args: argparse.Namespace, folder: Path) -> dict:
+    print(f"\n== whole `detbal analyze` (defaults), medians of {args.repeats} ==", flush=True)
+    print(f"{'data':12s} {'states':>8s} {'edges':>8s} {'attempts':>9s} {'detbal s':>9s} {'peak MiB':>9s}"
+          "  stages (s, last run)")
+    env = child_env()
+    results = {}
+    for name in args.sizes:
+        data = make_data(name, folder)
+        reps = 1 if name in ("1e5", "1e6") else args.repeats
+        runs = [detbal_analyze(data, folder / f"out-{name}", env, args.timeout) for _ in range(reps)]
+        s = runs[-1]["summary"]["data"]
+        sec = med([r["seconds"] for r in runs])
+        rss = max(r["rss_mib"] for r in runs)
+        results[name] = {"seconds": sec, "rss": rss, "runs": runs}
+        print(f"{name:12s} {s['states']:8d} {s['edges']:8d} {s['total_attempts']:9.0f} {sec:9.2f} "
+              f"{rss:9.0f}  {stage_line(runs[-1]['summary'])}", flush=True)
+    return results
+
+
+def section_paper(args: argparse.Namespace, folder: Path) -> None:
+    print(f"\n== paper scale: detbal analyze (defaults, whole process) vs the published bare fit,"
+          f" alternating, {args.repeats} rounds ==", flush=True)
+    data = make_data("paper", folder)
+    env = child_env()
+    rows: dict[str, list[dict]] = {"detbal": [], "softplus": [], "exp": []}
+    for _ in range(args.repeats):
+        rows["detbal"].append(detbal_analyze(data, folder / "out-paper", env, args.timeout))
+        for kernel in ("softplus", "exp"):
+            rows[kernel].append(baseline(data, kernel, env, args.timeout))
+    det = med([r["seconds"] for r in rows["detbal"]])
+    runs = ", ".join(f"{r['seconds']:.2f}" for r in rows["detbal"])
+    print(f"detbal analyze, whole process: {det:.2f} s (runs {runs}); stages of the last:"
+          f" {stage_line(rows['detbal'][-1]['summary'])}")
+    for kernel in ("softplus", "exp"):
+        fit = med([r["fit_seconds"] for r in rows[kernel]])
+        whole = med([r["seconds"] for r in rows[kernel]])
+        print(f"published-style fit, {kernel:8s}: bare fit {fit:.2f} s, whole process {whole:.2f} s, "
+              f"{rows[kernel][-1]['nit']} L-BFGS-B iterations;  detbal / bare fit = {det / fit:.3f}, "
+              f"detbal / whole = {det / whole:.3f}")
+    fit = med([r["fit_seconds"] for r in rows["softplus"]])
+    print(f"target: detbal analyze <= 1/5 of the published (softplus) bare fit: {det / fit:.3f} "
+          f"{'met' if det <= fit / 5 else 'missed'}")
+
+
+def section_cold(args: argparse.Namespace, folder: Path) -> None:
+    print("\n== first run: empty numba cache vs after the set-up's warm-up (300 states) ==",
+          flush=True)
+    data = make_data("s300", folder)
+    with tempfile.TemporaryDirectory(prefix="numba-cold-") as cache:
+        env = child_env(Path(cache))
+        cold = detbal_analyze(data, folder / "out-cold", env, args.timeout)
+        print(f"no cache at all (everything compiles): {cold['seconds']:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="numba-setup-") as cache:
+        env = child_env(Path(cache))
+        tiny = folder / "warm.csv"
+        run([sys.executable, "-m", "detbal", "-q", "synth", "--out", str(tiny), "--states", "40",
+             "--transitions", "4000"], env, args.timeout)
+        t = run([sys.executable, "-m", "detbal", "-q", "analyze", str(tiny), "--out",
+                 str(folder / "out-warm"), "--bootstrap", "2", "--test-simulations", "2",
+                 "--no-figures"], env, args.timeout)
+        first = detbal_analyze(data, folder / "out-cold", env, args.timeout)
+        again = detbal_analyze(data, folder / "out-cold", env, args.timeout)
+        print(f"set-up warm-up (scripts/setup.sh: tiny analyze): {t['seconds']:.1f} s; then the first"
+              f" real run: {first['seconds']:.2f} s (target <= 8 s: {'met' if first['seconds'] <= 8 else 'missed'});"
+              f" the next: {again['seconds']:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--baseline-worker"]:
+        baseline_worker(argv[1], argv[2])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 repeats, no cold run")
+    p.add_argument("--huge", action="store_true", help="add 1e6 states / 1e7 attempts")
+    p.add_argument("--cold", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the first run with an empty numba cache (default: unless --quick)")
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "detbal-bench-analyze"),
+                   help="folder for the generated data and outputs (kept between runs)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--sizes", nargs="+", choices=["s300", "ring1000", "paper", "1e5", "1e6"],
+                   help="data sets of the size table (default: all but 1e6; --huge adds it)")
+    p.add_argument("--skip-paper", action="store_true", help="leave out the baseline comparison")
+    a = p.parse_args(argv)
+    a.repeats = 3 if a.quick else 5
+    if a.sizes is None:
+        a.sizes = ["s300", "ring1000", "paper", "1e5"] + (["1e6"] if a.huge else [])
+    cold = (not a.quick) if a.cold is None else a.cold
+    folder = Path(a.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"bench_analyze ({'quick' if a.quick else 'full'}); {machine_line()}")
+    print(f"python {sys.version.split()[0]}; children: OPENBLAS_NUM_THREADS=1, "
+          f"NUMBA_NUM_THREADS={child_env()['NUMBA_NUM_THREADS']}; data in {folder}")
+    t0 = time.perf_counter()
+    if not a.skip_paper:
+        section_paper(a, folder)
+    section_sizes(a, folder)
+    if cold:
+        section_cold(a, folder)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; {machine_line()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
