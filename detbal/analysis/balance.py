@@ -29,6 +29,7 @@ from scipy.sparse.linalg import spsolve
 from scipy.special import chdtrc
 
 from detbal.analysis.counts import Kernel, reverse_index, reverse_pairs
+from detbal.analysis.pvalues import BootstrapPValue, bootstrap_p_value
 from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
 
 Progress = Callable[[int], object]
@@ -50,12 +51,14 @@ class TripletTest:
     sigma2_bwd: np.ndarray
     min_count: float
     max_variance: float
+    p: BootstrapPValue | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "n_triplets": self.n_triplets, "chi2": self.chi2, "ndf": self.n_triplets,
             "chi2_per_ndf": self.chi2_per_ndf, "p_value_bootstrap": self.p_value,
             "min_count": self.min_count, "max_variance": self.max_variance,
+            **_p_details(self.p),
         }
 
 
@@ -131,6 +134,7 @@ class GlobalTest:
     n_bootstrap: int
     V: np.ndarray
     residuals: np.ndarray = field(repr=False)
+    p: BootstrapPValue | None = None
 
     @property
     def rejects(self) -> bool:
@@ -143,7 +147,18 @@ class GlobalTest:
             "n_components": self.n_components, "df": self.df, "chi2": self.chi2,
             "chi2_per_df": self.chi2_per_df, "p_value": self.p_value,
             "p_asymptotic": self.p_asymptotic, "n_bootstrap": self.n_bootstrap,
+            **_p_details(self.p),
         }
+
+
+def _p_details(p: BootstrapPValue | None) -> dict[str, object]:
+    """How a bootstrap p-value was obtained: simulated, or (beyond the simulations) the
+    bound 1/(R+1) and a scaled chi-squared tail estimate (:mod:`detbal.analysis.pvalues`)."""
+    if p is None:
+        return {}
+    d = p.as_dict()
+    d.pop("p_value")
+    return d
 
 
 @dataclass(frozen=True)
@@ -352,6 +367,8 @@ def balance_tests(
     p_trip = _p_asymptotic(t_chi2, t_ndf)
     sims_glob: list[float] = []
     sims_trip: list[float] = []
+    chi2_glob: list[float] = []  # simulated chi^2 on the data's df, for the tail beyond them
+    chi2_trip: list[float] = []
     if bootstrap > 0 and (wls.df > 0 or t_ndf > 0):
         sim = CycleSimulator(kernel, reversible_fit(kernel, wls), min_count=min_count,
                              triplet_min_count=tmin, max_variance=max_variance)
@@ -359,31 +376,25 @@ def balance_tests(
                                    n_jobs=n_jobs, progress=progress):
             sims_glob.append(_p_asymptotic(stat.chi2, stat.df))
             sims_trip.append(_p_asymptotic(stat.triplet_chi2, stat.n_triplets))
+            chi2_glob.append(stat.chi2 * wls.df / stat.df if stat.df > 0 else math.nan)
+            chi2_trip.append(stat.triplet_chi2 * t_ndf / stat.n_triplets if stat.n_triplets else math.nan)
+    pv_glob = bootstrap_p_value(wls.chi2, chi2_glob, extreme=sims_glob, observed_extreme=p_glob)
+    pv_trip = bootstrap_p_value(t_chi2, chi2_trip, extreme=sims_trip, observed_extreme=p_trip)
     glob = GlobalTest(
         n_pairs=len(wls.f), n_states=wls.n_states, n_components=wls.n_components, df=wls.df,
         chi2=wls.chi2, chi2_per_df=wls.chi2 / wls.df if wls.df > 0 else math.nan,
-        p_value=_bootstrap_p(p_glob, sims_glob), p_asymptotic=p_glob,
+        p_value=pv_glob.value, p_asymptotic=p_glob,
         n_bootstrap=len(sims_glob), V=wls.V,
         residuals=wls.y - (wls.V[wls.f] - wls.V[wls.g]) if len(wls.f) else np.zeros(0),
+        p=pv_glob,
     )
     trip = TripletTest(
         n_triplets=t_ndf, chi2=t_chi2, chi2_per_ndf=t_chi2 / t_ndf if t_ndf else math.nan,
-        p_value=_bootstrap_p(p_trip, sims_trip), triplets=parts["triplets"],
+        p_value=pv_trip.value, triplets=parts["triplets"],
         L_fwd=parts["L_fwd"], L_bwd=parts["L_bwd"], sigma2_fwd=parts["s2f"],
-        sigma2_bwd=parts["s2b"], min_count=tmin, max_variance=max_variance,
+        sigma2_bwd=parts["s2b"], min_count=tmin, max_variance=max_variance, p=pv_trip,
     )
     return BalanceTests(global_test=glob, triplet=trip)
-
-
-def _bootstrap_p(observed: float, simulated: list[float]) -> float:
-    """(1 + #{sim at least as extreme}) / (1 + R); extreme = small asymptotic p."""
-    if math.isnan(observed) or not simulated:
-        return math.nan
-    sims = np.array(simulated)
-    sims = sims[~np.isnan(sims)]
-    if len(sims) == 0:
-        return math.nan
-    return float((1 + np.count_nonzero(sims <= observed)) / (1 + len(sims)))
 
 
 def triplet_test(kernel: Kernel, *, min_count: float = 0.0, max_variance: float = 100.0,

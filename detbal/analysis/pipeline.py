@@ -144,7 +144,9 @@ def analyze(
     if g.df <= 0 or not math.isfinite(g.p_value):
         verdict = "untestable: no independent cycle among the pairs observed both ways"
     elif g.rejects:
-        verdict = f"detailed balance rejected (global test p = {g.p_value:.3g})"
+        how = "" if g.p is None or g.p.bound is None else \
+            f", a tail estimate beyond {g.n_bootstrap} simulations (bound p < {g.p.bound:.3g})"
+        verdict = f"detailed balance rejected (global test p = {g.p_value:.3g}{how})"
     else:
         verdict = f"consistent with detailed balance (global test p = {g.p_value:.3g})"
 

@@ -77,18 +77,19 @@ def bootstrap_p_value(observed: float, simulated: np.ndarray | list[float],
 
     ``extreme``/``observed_extreme`` optionally give another ordering of the same
     simulations (small = extreme, e.g. their asymptotic p-values when the degrees of
-    freedom vary between simulations); the tail is always fitted to ``simulated``.
+    freedom vary between simulations; NaN where a simulation has none); the tail is
+    always fitted to ``simulated``.
     """
     sims = np.asarray(simulated, dtype=float)
     nan = BootstrapPValue(math.nan, SIMULATED, math.nan, 0, 0, None, math.nan, math.nan, math.nan)
     if not math.isfinite(observed):
         return nan
     if extreme is not None:
+        if observed_extreme is None or not math.isfinite(observed_extreme):
+            return nan
         order = np.asarray(extreme, dtype=float)
         ok = np.isfinite(order) & np.isfinite(sims)
-        obs_key = float(observed_extreme) if observed_extreme is not None else math.nan
-        k = int(np.count_nonzero(order[ok] <= obs_key)) if math.isfinite(obs_key) else \
-            int(np.count_nonzero(sims[ok] >= observed))
+        k = int(np.count_nonzero(order[ok] <= observed_extreme))
     else:
         ok = np.isfinite(sims)
         k = int(np.count_nonzero(sims[ok] >= observed))
