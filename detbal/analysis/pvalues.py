@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy.special import chdtrc
 
 #: ``method`` of a p-value taken from the simulations, and of one extrapolated
 SIMULATED = "simulated"
@@ -98,7 +98,8 @@ def bootstrap_p_value(observed: float, simulated: np.ndarray | list[float],
         return nan
     empirical = (1 + k) / (1 + R)
     a, nu = scaled_chi2_fit(sims[ok])
-    tail = float(stats.chi2.sf(observed / a, nu)) if math.isfinite(a) else math.nan
+    # chdtrc(nu, x) is scipy.stats.chi2.sf(x, nu) without importing scipy.stats (~0.5 s)
+    tail = float(chdtrc(nu, observed / a)) if math.isfinite(a) else math.nan
     if k == 0 and math.isfinite(tail):
         return BootstrapPValue(tail, TAIL, empirical, R, 0, 1.0 / (R + 1), tail, a, nu)
     return BootstrapPValue(empirical, SIMULATED, empirical, R, k, 1.0 / (R + 1) if k == 0 else None,
