@@ -179,6 +179,11 @@ def test_driven_ring_is_very_unlikely_under_detailed_balance() -> None:
     assert test.p.method == TAIL
     assert test.p.bound == pytest.approx(1 / 101)
     assert test.p_value < 1e-6
+    # the global test of balance.py reports a tail beyond its simulations too
+    from detbal.analysis.balance import balance_tests
+
+    g = balance_tests(k, bootstrap=50, seed=0).global_test
+    assert g.p.method == TAIL and g.p_value < 1e-6 and g.as_dict()["p_upper_bound"] == pytest.approx(1 / 51)
     flat = driven_ring(1000, affinity=0.0, potential_scale=0.0, seed=0)
     rev = deviance_test(estimate_kernel(sample_fixed(flat, 40, seed=1)), simulations=100, seed=0)
     assert rev.p_value > 0.01 and rev.p.method == SIMULATED

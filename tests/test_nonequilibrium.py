@@ -83,3 +83,12 @@ def test_reversible_ring_intervals_reach_zero() -> None:
     assert set(d["cycle_affinity_rms"]) >= {"estimate", "ci_low", "ci_high"}
     top = ne.top_cycles(5)
     assert len(top) == 5 and all(r["sigma"] > 0 for r in top)
+
+
+def test_entropy_production_of_a_driven_random_graph_within_its_interval() -> None:
+    chain = metropolis_chain(600, mean_degree=6, drive=0.3, potential_scale=1.0, seed=4)
+    truth = entropy_production(chain.n_states, chain.src, chain.dst, chain.p)
+    ne = nonequilibrium(estimate_kernel(sample_fixed(chain, 300, seed=1)), bootstrap=40, seed=0)
+    ep = ne.entropy_production
+    assert ep.ci_low <= truth <= ep.ci_high
+    assert ep.estimate == pytest.approx(truth, rel=0.3)

@@ -10,18 +10,19 @@
   pair off the tree, pairs - states + components of them).
 * **RMS affinity.** sqrt of the inverse-variance weighted mean of A^2 over the
   3-cycles.  A^2 carries the counting noise (about its variance), so the plug-in
-  value is corrected by the bootstrap: attempts are resampled per source from
-  the estimated kernel, the estimate is 2 theta - mean(theta*) on the mean
-  square, and its interval the basic bootstrap interval
-  [2 theta - q(97.5%), 2 theta - q(2.5%)], clipped at 0 before the square root.
+  value is corrected by a noise floor: the mean of the same statistic over
+  simulations of the fitted reversible (quasi-symmetric) kernel with the same
+  attempts per source, where every true affinity is 0.  The interval is the
+  estimate minus/plus the spread of a bootstrap (attempts resampled per source
+  from the estimated kernel) about its mean, clipped at 0 before the square root.
   The estimand is the RMS affinity of the true kernel over the cycles observed,
   so it does not grow with noise and runs of different sizes compare.
 * **Entropy production.** For the kernel on the largest component of pairs
   observed both ways (mass not on those pairs stays put: self-loops, escapes and
   one-way transitions), with stationary distribution pi and fluxes
   J_fg = pi_f T(g<-f), sigma = sum_{f,g} J_fg log(J_fg / J_gf) per step
-  (>= 0, 0 iff detailed balance).  Bias-corrected and with an interval by the
-  same bootstrap.
+  (>= 0, 0 iff detailed balance).  Noise-floor corrected and with an interval in
+  the same way.
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs) -> tuple[f
 # -- everything, with the bootstrap ---------------------------------------------------------
 @dataclass(frozen=True)
 class Interval:
-    """A bias-corrected bootstrap estimate with its basic bootstrap interval."""
+    """A noise-corrected estimate with its interval and the uncorrected plug-in value."""
 
     estimate: float
     ci_low: float
@@ -276,17 +277,6 @@ class Interval:
     def as_dict(self) -> dict[str, float]:
         return {"estimate": self.estimate, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "plug_in": self.plug_in}
-
-
-def _basic_interval(theta: float, boot: np.ndarray, level: float, floor: float = 0.0) -> tuple[float, float, float]:
-    b = boot[np.isfinite(boot)]
-    if not math.isfinite(theta) or len(b) < 2:
-        return math.nan, math.nan, math.nan
-    alpha = (1.0 - level) / 2.0
-    est = 2.0 * theta - float(b.mean())
-    lo = 2.0 * theta - float(np.quantile(b, 1.0 - alpha))
-    hi = 2.0 * theta - float(np.quantile(b, alpha))
-    return max(est, floor), max(lo, floor), max(hi, floor)
 
 
 @dataclass(frozen=True)
@@ -312,8 +302,9 @@ class Nonequilibrium:
             "basis_cycles": int(len(b.affinity)),
             "basis_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(b.z) > 3)) if len(b.z) else 0,
             "bootstrap": self.n_bootstrap, "interval_level": self.level,
-            "method": "plug-in on the estimated kernel, bias-corrected by the bootstrap"
-                      " (2 theta - mean theta*), basic bootstrap interval",
+            "method": "plug-in on the estimated kernel minus its mean over simulations of the"
+                      " fitted reversible kernel (noise floor); interval from the spread of a"
+                      " bootstrap of the attempts, clipped at 0",
         }
 
     def top_cycles(self, k: int = 10, states: Sequence[str] | None = None) -> list[dict[str, object]]:
@@ -374,7 +365,7 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     basis, _ = _cycle_basis(kernel.n_states, pairs)
     ms = _weighted_ms(A, weight) if len(A) else math.nan
     ep, ep_states = _kernel_entropy(kernel, kernel.count, pairs)
-    ms_boot, ep_boot, ms_null = [], [], []
+    ms_boot, ep_boot, ms_null, ep_null = [], [], [], []
     n0 = kernel.n0
     if bootstrap > 0:
         seeds = replicate_seeds(seed, 2 * bootstrap)
@@ -390,36 +381,46 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
         for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress):
             ms_boot.append(ms_b)
             ep_boot.append(ep_b)
-        if len(A):
-            qs = quasi_symmetry(pair_data(kernel))
-            src, dst, p = quasi_symmetric_kernel(kernel, qs)
-            pos_fg = _edge_positions(src, dst, kernel.n_states, pairs.f, pairs.g)
-            pos_gf = _edge_positions(src, dst, kernel.n_states, pairs.g, pairs.f)
+        qs = quasi_symmetry(pair_data(kernel))
+        src, dst, p = quasi_symmetric_kernel(kernel, qs)
+        pos_fg = _edge_positions(src, dst, kernel.n_states, pairs.f, pairs.g)
+        pos_gf = _edge_positions(src, dst, kernel.n_states, pairs.g, pairs.f)
+        pos_kernel = _edge_positions(src, dst, kernel.n_states, kernel.src, kernel.dst)
 
-            def null(s: int) -> float:
-                cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
+        def null(s: int) -> tuple[float, float]:
+            cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
+            ms_n = math.nan
+            if len(A):
                 y = _log_ratios(cnt[pos_fg], cnt[pos_gf], n0[pairs.f], n0[pairs.g])
-                return _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
+                ms_n = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
+            on_kernel = cnt[pos_kernel]
+            return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel))[0]
 
-            ms_null = map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs)
-    rms = _rms_interval(ms, np.array(ms_boot), np.array(ms_null), level)
-    ep_iv = Interval(*_basic_interval(ep, np.array(ep_boot), level), plug_in=ep)
+        for ms_n, ep_n in map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs):
+            ms_null.append(ms_n)
+            ep_null.append(ep_n)
+    rms = _floor_interval(ms, np.array(ms_boot), np.array(ms_null), level, root=True)
+    ep_iv = _floor_interval(ep, np.array(ep_boot), np.array(ep_null), level)
     return Nonequilibrium(
         triangles=TriangleAffinities(tri, A, np.sqrt(v)), basis=basis, rms_affinity=rms,
         entropy_production=ep_iv, entropy_states=ep_states, n_bootstrap=bootstrap, level=level,
     )
 
 
-def _rms_interval(ms: float, boot: np.ndarray, null: np.ndarray, level: float) -> Interval:
-    """sqrt(MS - noise floor), the floor being the mean MS of the reversible simulations;
-    the interval takes the bootstrap's spread about its mean."""
-    plug = math.sqrt(ms) if math.isfinite(ms) else math.nan
+def _floor_interval(theta: float, boot: np.ndarray, null: np.ndarray, level: float,
+                    root: bool = False) -> Interval:
+    """theta - noise floor, the floor being the mean of theta over simulations of the fitted
+    reversible kernel (where the true value is 0); the interval takes the bootstrap's
+    spread about its mean; clipped at 0 (then square-rooted with ``root``)."""
+    def out(x: float) -> float:
+        return math.sqrt(max(x, 0.0)) if root else max(x, 0.0)
+
+    plug = out(theta) if math.isfinite(theta) else math.nan
     b, z = boot[np.isfinite(boot)], null[np.isfinite(null)]
-    if not math.isfinite(ms) or len(b) < 2 or len(z) < 2:
+    if not math.isfinite(theta) or len(b) < 2 or len(z) < 2:
         return Interval(math.nan, math.nan, math.nan, plug)
     alpha = (1.0 - level) / 2.0
-    est = ms - float(z.mean())
+    est = theta - float(z.mean())
     lo = est - (float(np.quantile(b, 1.0 - alpha)) - float(b.mean()))
     hi = est + (float(b.mean()) - float(np.quantile(b, alpha)))
-    root = [math.sqrt(max(x, 0.0)) for x in (est, lo, hi)]
-    return Interval(root[0], root[1], root[2], plug)
+    return Interval(out(est), out(lo), out(hi), plug)
