@@ -80,7 +80,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
         estimator=args.estimator,
         seed=args.seed,
-        n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
+        n_jobs=args.jobs, figures=not args.no_figures, ui=ui, figure_process=True,
     )
     ui.echo(format_summary(summary, Path(args.out)))
     return 0

@@ -84,6 +84,7 @@ def analyze(
     n_jobs: int = 1,
     figures: bool = True,
     ui: ProgressUI | None = None,
+    figure_process: bool = False,
     estimator: str = "least_action",
 ) -> dict[str, Any]:
     """Run the whole analysis and write its outputs into ``out_dir``; returns the summary.
@@ -94,7 +95,9 @@ def analyze(
     are computed either way.
 
     ``n_jobs`` threads run the bootstrap replicates and the test simulations (0: every
-    core available); the numbers do not depend on it.
+    core available); the numbers do not depend on it.  ``figure_process``: draw the
+    figures in a child process while the rest is computed (for ``__main__``-guarded
+    programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
     from detbal.analysis.balance import balance_tests, one_sided_test, pair_test
     from detbal.analysis.potential import LeastActionPotential
@@ -117,6 +120,13 @@ def analyze(
     def bar(total: int, desc: str) -> AbstractContextManager[Callable[..., Any]]:
         return ui.progress(total, desc) if (ui is not None and total > 0) else nullcontext(None)
 
+    painter = None
+    if figures:
+        from detbal.analysis import report
+
+        out.mkdir(parents=True, exist_ok=True)
+        painter = report.FigureMaker(background=figure_process)
+
     least_action = LeastActionPotential(kernel=kernel, beta=beta, gauge=gauge, bootstrap=bootstrap,
                                      seed=seed, n_jobs=n_jobs, solver=solver)
     with timer.stage("potential"):
@@ -133,12 +143,26 @@ def analyze(
         pairs = pair_test(k, chosen.V, beta)
         one_sided = one_sided_test(k, chosen.V, beta)
         pot = summarise(k, fit)
+    if painter is not None:  # figures need only the point fit and the observed statistics
+        painter.draw("pairs", report.plot_pairs, pairs, out / "pairs.png")
+        painter.draw("one_sided", report.plot_one_sided, one_sided, out / "one_sided.png")
+        painter.draw("histogram", report.plot_histogram, fit.beta * fit.V[k.counts.attempts > 1],
+                     pot.mean_beta_v, pot.sigma_beta_v, out / "potential_histogram.png")
+        if report.diagram_applies(k):
+            painter.draw("diagram", report.plot_diagram, k, fit, out / "diagram.png")
+        if lik is not None:
+            painter.draw("estimators", report.plot_estimators, report.light(fit),
+                         report.light(lik.potential), out / "estimators.png")
     with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
         tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
                               triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs)
+    if painter is not None:
+        painter.draw("triplets", report.plot_triplets, tests.triplet, out / "triplets.png")
     with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
         fit = least_action.add_errors(k, fit, progress=tick)
     deviance, noneq = _beyond_balance(k, timer, bar, bootstrap, test_simulations, seed, n_jobs)
+    if painter is not None:
+        painter.draw("cycles", report.plot_cycle_affinities, noneq, out / "cycle_affinities.png")
 
     g = tests.global_test
     if g.df <= 0 or not math.isfinite(g.p_value):
@@ -183,22 +207,12 @@ def analyze(
         summary["likelihood_potential"] = {**summarise(k, lik.potential).as_dict(), **lik.as_dict()}
         side_by_side = _side_by_side(records, lik)
         export_table(side_by_side, list(side_by_side[0]), out / "potential.csv")
-    if figures:
-        from detbal.analysis import report
-
-        with timer.stage("figures"):
-            figs = {
-                "triplets": report.plot_triplets(tests.triplet, out / "triplets.png"),
-                "pairs": report.plot_pairs(pairs, out / "pairs.png"),
-                "one_sided": report.plot_one_sided(one_sided, out / "one_sided.png"),
-                "histogram": report.plot_histogram(
-                    fit.beta * fit.V[k.counts.attempts > 1], pot.mean_beta_v, pot.sigma_beta_v,
-                    out / "potential_histogram.png"),
-                "diagram": report.plot_diagram(k, fit, out / "diagram.png"),
-                "cycles": report.plot_cycle_affinities(noneq, out / "cycle_affinities.png"),
-            }
-            if lik is not None:
-                figs["estimators"] = report.plot_estimators(fit, lik.potential, out / "estimators.png")
+    if painter is not None:
+        with timer.stage("figures"):  # what is left to wait for after the computations
+            drawn = painter.results()
+            painter.close()
+        order = ("triplets", "pairs", "one_sided", "histogram", "diagram", "cycles", "estimators")
+        figs = {key: drawn.get(key) for key in order if key in drawn or key != "estimators"}
         summary["figures"] = {key: p.name for key, p in figs.items() if p is not None}
     safe = json_safe(summary)
     (out / "summary.json").write_text(json.dumps(safe, indent=2), encoding="utf-8")

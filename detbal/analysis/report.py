@@ -6,12 +6,15 @@ and a path, and matplotlib is imported only here.  Figures are built on
 worker thread), with fixed margins instead of ``tight_layout`` and plain-text
 labels instead of mathtext (each cost about 0.1 s per figure), and at most
 :data:`MAX_POINTS` points per scatter plot: larger sets are drawn as a fixed
-random subset, and the title says so.
+random subset, and the title says so.  :class:`FigureMaker` draws them in a child
+process while the caller goes on computing (matplotlib's import alone is ~0.5 s).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +128,16 @@ def plot_histogram(beta_v: np.ndarray, mean: float, sigma: float, path: Path) ->
     return _finish(fig, path)
 
 
+def diagram_applies(kernel: Kernel) -> bool:
+    """Whether :func:`plot_diagram` draws this kernel (1 to DIAGRAM_MAX_STATES kept states)."""
+    return 0 < int(np.count_nonzero(kernel.kept)) <= DIAGRAM_MAX_STATES
+
+
 def plot_diagram(kernel: Kernel, fit: PotentialFit, path: Path) -> Path | None:
     """Transition diagram of a small state space drawn on its potential levels."""
-    used = np.flatnonzero(kernel.kept)
-    if len(used) == 0 or len(used) > DIAGRAM_MAX_STATES:
+    if not diagram_applies(kernel):
         return None
+    used = np.flatnonzero(kernel.kept)
     finite = fit.V[np.isfinite(fit.V)]
     top = float(finite.max()) + 1.5 if len(finite) else 1.0
     bottom = float(finite.min()) - 1.5 if len(finite) else -1.0
@@ -216,6 +224,74 @@ def plot_estimators(least_action: PotentialFit, likelihood: PotentialFit, path: 
     ax.set_ylabel("beta V, likelihood (Laplace 1 sigma)")
     ax.set_title(f"{len(both)} states in both{note}; {only} only in the likelihood fit", fontsize=9)
     return _finish(fig, path)
+
+
+def _preload() -> None:
+    """Import matplotlib's figure machinery (run first in the child process)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+def light(fit: PotentialFit) -> PotentialFit:
+    """``fit`` without its bootstrap replicates (what a figure needs, cheap to send)."""
+    return dataclasses.replace(fit, bootstrap_V=None) if fit.bootstrap_V is not None else fit
+
+
+class FigureMaker:
+    """Draws figures (the ``plot_*`` functions here) in one child process, in the order asked.
+
+    ``draw(key, plot_fn, *args)`` returns at once; :meth:`results` waits for all and
+    gives ``{key: path or None}``.  With ``background=False``, or where no child
+    process can be started, or should it die, figures are drawn here instead (same
+    files).  The child is spawned (a fresh interpreter: no fork of a threaded
+    process), so only use ``background`` from a ``__main__`` guarded program such as
+    the ``detbal`` command.
+    """
+
+    def __init__(self, *, background: bool = True) -> None:
+        self._pool: Any = None
+        self._jobs: dict[str, tuple[Any, Callable[..., Path | None], tuple[Any, ...]]] = {}
+        if background:
+            try:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool.submit(_preload)
+            except (OSError, ImportError, RuntimeError, ValueError):  # pragma: no cover - no processes
+                self._pool = None
+
+    def draw(self, key: str, fn: Callable[..., Path | None], *args: Any) -> None:
+        if self._pool is not None:
+            try:
+                self._jobs[key] = (self._pool.submit(fn, *args), fn, args)
+                return
+            except RuntimeError:  # pragma: no cover - pool broken or shut down
+                self._pool = None
+        self._jobs[key] = (None, fn, args)
+
+    def results(self) -> dict[str, Path | None]:
+        out: dict[str, Path | None] = {}
+        for key, (future, fn, args) in self._jobs.items():
+            if future is not None:
+                try:
+                    out[key] = future.result()
+                    continue
+                except Exception:  # noqa: BLE001 - child died or arguments would not pickle:
+                    pass  # draw here (a genuine plotting error then surfaces from this call)
+            out[key] = fn(*args)
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> FigureMaker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
