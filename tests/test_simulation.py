@@ -23,7 +23,7 @@ from detbal.analysis.balance import (
     reversible_fit,
 )
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
-from detbal.analysis.resample import map_replicates, replicate_seeds
+from detbal.analysis.resample import SequentialStop, map_replicates, map_until, mc_p_value, replicate_seeds
 from detbal.analysis._wls import wls_chi2
 from detbal.systems import driven_chain, metropolis_chain, sample_agent, sample_fixed
 
@@ -159,3 +159,49 @@ def test_no_pair_no_simulation() -> None:
     k = estimate_kernel(counts)
     t = balance_tests(k, bootstrap=10)
     assert t.global_test.n_bootstrap == 0 and math.isnan(t.global_test.p_value)
+
+
+def _decision_cases():
+    cases = []
+    for seed in range(8):
+        ch = metropolis_chain(40, mean_degree=6, seed=100 + seed)
+        cases.append(estimate_kernel(sample_agent(ch, 5000, seed=seed)))
+        ch = driven_chain(40, drive=0.25 + 0.05 * seed, seed=200 + seed)
+        cases.append(estimate_kernel(sample_fixed(ch, 80, seed=seed)))
+    return cases
+
+
+def test_sequential_stop_keeps_the_decision_and_states_its_error() -> None:
+    """Early stopping ends on a prefix of the full run's simulations, agrees with the full
+    run's decision at alpha = 0.05, and reports the Monte-Carlo error of what it used."""
+    rule = SequentialStop()
+    stopped_early = 0
+    for k in _decision_cases():
+        full = balance_tests(k, bootstrap=200, seed=7).global_test
+        seq = balance_tests(k, bootstrap=200, seed=7, stop=rule).global_test
+        if math.isnan(full.p_value):
+            continue
+        assert (seq.p_value < 0.05) == (full.p_value < 0.05)
+        assert seq.simulations_planned == 200 and seq.n_bootstrap <= full.n_bootstrap
+        p, se = mc_p_value(seq.p.n_as_extreme, seq.p.n_simulations)
+        assert seq.mc_se == pytest.approx(se)
+        if seq.n_bootstrap < full.n_bootstrap:
+            stopped_early += 1
+            assert abs(p - rule.alpha) > rule.z * se  # it stopped because the decision was settled
+        else:
+            assert seq.p_value == full.p_value  # ran to the end: the same number
+    assert stopped_early >= 4  # the rule does save simulations on clear cases
+
+
+def test_sequential_stop_runs_a_prefix_of_the_seeds() -> None:
+    calls: list[int] = []
+    seeds = list(range(100))
+
+    def fn(s: int) -> int:
+        calls.append(s)
+        return s
+
+    out = map_until(fn, seeds, lambda s: False, SequentialStop(first=10, step=5))  # p -> 0: settles
+    assert out == seeds[:len(out)] and len(out) < 100 and sorted(calls) == out
+    assert map_until(fn, seeds, lambda s: None, SequentialStop()) == seeds  # nothing usable: all run
+    assert map_until(fn, seeds, lambda s: False, None) == seeds

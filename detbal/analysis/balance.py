@@ -30,7 +30,14 @@ from scipy.special import chdtrc
 
 from detbal.analysis.counts import Kernel, reverse_index, reverse_pairs
 from detbal.analysis.pvalues import BootstrapPValue, bootstrap_p_value
-from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
+from detbal.analysis.resample import (
+    SequentialStop,
+    map_until,
+    mc_p_value,
+    replicate_seeds,
+    row_pointer,
+    sample_edge_counts,
+)
 
 Progress = Callable[[int], object]
 
@@ -52,13 +59,14 @@ class TripletTest:
     min_count: float
     max_variance: float
     p: BootstrapPValue | None = None
+    mc_se: float = math.nan
 
     def as_dict(self) -> dict[str, object]:
         return {
             "n_triplets": self.n_triplets, "chi2": self.chi2, "ndf": self.n_triplets,
             "chi2_per_ndf": self.chi2_per_ndf, "p_value_bootstrap": self.p_value,
             "min_count": self.min_count, "max_variance": self.max_variance,
-            **_p_details(self.p),
+            "p_simulated_mc_se": self.mc_se, **_p_details(self.p),
         }
 
 
@@ -135,6 +143,8 @@ class GlobalTest:
     V: np.ndarray
     residuals: np.ndarray = field(repr=False)
     p: BootstrapPValue | None = None
+    simulations_planned: int = 0
+    mc_se: float = math.nan
 
     @property
     def rejects(self) -> bool:
@@ -147,6 +157,7 @@ class GlobalTest:
             "n_components": self.n_components, "df": self.df, "chi2": self.chi2,
             "chi2_per_df": self.chi2_per_df, "p_value": self.p_value,
             "p_asymptotic": self.p_asymptotic, "n_bootstrap": self.n_bootstrap,
+            "simulations_planned": self.simulations_planned, "p_simulated_mc_se": self.mc_se,
             **_p_details(self.p),
         }
 
@@ -350,13 +361,17 @@ def balance_tests(
     max_variance: float = 100.0,
     progress: Progress | None = None,
     n_jobs: int = 1,
+    stop: SequentialStop | None = None,
 ) -> BalanceTests:
     """Global test and the paper's triplet test with bootstrap p-values.
 
     ``min_count`` applies to the global test's pair counts; ``triplet_min_count``
     is the paper's cut (0 for words, 1 for the fitting agent; default
     ``min_count``).  ``n_jobs`` > 1 runs the simulations in threads (same
-    numbers: every simulation has its own seed).
+    numbers: every simulation has its own seed).  ``stop``: end the simulations
+    early once the global test's decision is settled (:class:`SequentialStop`; the
+    simulations done are the first of the full run's, and each test states its
+    Monte-Carlo standard error).
     """
     n = kernel.n_states
     tmin = min_count if triplet_min_count is None else triplet_min_count
@@ -372,8 +387,13 @@ def balance_tests(
     if bootstrap > 0 and (wls.df > 0 or t_ndf > 0):
         sim = CycleSimulator(kernel, reversible_fit(kernel, wls), min_count=min_count,
                              triplet_min_count=tmin, max_variance=max_variance)
-        for stat in map_replicates(sim.statistics, replicate_seeds(seed, bootstrap),
-                                   n_jobs=n_jobs, progress=progress):
+
+        def extreme(stat: SimulatedStatistics) -> bool | None:
+            p_sim = _p_asymptotic(stat.chi2, stat.df)
+            return None if math.isnan(p_sim) or math.isnan(p_glob) else p_sim <= p_glob
+
+        for stat in map_until(sim.statistics, replicate_seeds(seed, bootstrap), extreme, stop,
+                              n_jobs=n_jobs, progress=progress):
             sims_glob.append(_p_asymptotic(stat.chi2, stat.df))
             sims_trip.append(_p_asymptotic(stat.triplet_chi2, stat.n_triplets))
             chi2_glob.append(stat.chi2 * wls.df / stat.df if stat.df > 0 else math.nan)
@@ -386,15 +406,21 @@ def balance_tests(
         p_value=pv_glob.value, p_asymptotic=p_glob,
         n_bootstrap=len(sims_glob), V=wls.V,
         residuals=wls.y - (wls.V[wls.f] - wls.V[wls.g]) if len(wls.f) else np.zeros(0),
-        p=pv_glob,
+        p=pv_glob, simulations_planned=bootstrap, mc_se=_mc_se(pv_glob),
     )
     trip = TripletTest(
         n_triplets=t_ndf, chi2=t_chi2, chi2_per_ndf=t_chi2 / t_ndf if t_ndf else math.nan,
         p_value=pv_trip.value, triplets=parts["triplets"],
         L_fwd=parts["L_fwd"], L_bwd=parts["L_bwd"], sigma2_fwd=parts["s2f"],
         sigma2_bwd=parts["s2b"], min_count=tmin, max_variance=max_variance, p=pv_trip,
+        mc_se=_mc_se(pv_trip),
     )
     return BalanceTests(global_test=glob, triplet=trip)
+
+
+def _mc_se(p: BootstrapPValue) -> float:
+    """Monte-Carlo standard error of the simulated p-value (1 + k)/(1 + R)."""
+    return mc_p_value(p.n_as_extreme, p.n_simulations)[1] if p.n_simulations > 0 else math.nan
 
 
 def triplet_test(kernel: Kernel, *, min_count: float = 0.0, max_variance: float = 100.0,
@@ -419,7 +445,6 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     ym = ym / np.max(np.abs(ym))
     r = float(np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym)))
     return max(-1.0, min(1.0, r))
-
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
                    help="bootstrap resamples for standard errors of V (default 100; 0 = none)")
     p.add_argument("--test-simulations", type=int, default=200,
                    help="parametric-bootstrap simulations for the cycle tests' p-values (default 200)")
+    p.add_argument("--stop-early", action="store_true",
+                   help="end the cycle-test simulations once the 5%% decision is settled (3 Monte-Carlo"
+                   " standard errors away; summary.json states the error)")
     p.add_argument("--triplet-min-count", type=float, default=0.0,
                    help="the paper's count cut for 3-cycles (0 for words, 1 for the fitting agent)")
     p.add_argument("--gauge", default="mean",
@@ -76,7 +79,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
     summary = analyze(
         args.input, args.out, kernel=args.kernel, beta=args.beta, n0=args.n0,
         min_source_count=args.min_source_count, attempts=args.attempts,
-        bootstrap=args.bootstrap, test_simulations=args.test_simulations,
+        bootstrap=args.bootstrap, test_simulations=args.test_simulations, stop_early=args.stop_early,
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
         estimator=args.estimator,
         seed=args.seed,

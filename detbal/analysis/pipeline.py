@@ -77,6 +77,7 @@ def analyze(
     attempts: float | None = None,
     bootstrap: int = 100,
     test_simulations: int = 200,
+    stop_early: bool = False,
     triplet_min_count: float = 0.0,
     gauge: str = "mean",
     solver: str = "newton",
@@ -95,13 +96,15 @@ def analyze(
     are computed either way.
 
     ``n_jobs`` threads run the bootstrap replicates and the test simulations (0: every
-    core available); the numbers do not depend on it.  ``figure_process``: draw the
+    core available); the numbers do not depend on it.  ``stop_early``: the cycle tests'
+    simulations stop once the global test's decision at 5% is settled
+    (:class:`detbal.analysis.resample.SequentialStop`; the Monte-Carlo error is reported).  ``figure_process``: draw the
     figures in a child process while the rest is computed (for ``__main__``-guarded
     programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
     from detbal.analysis.balance import balance_tests, one_sided_test, pair_test
     from detbal.analysis.potential import LeastActionPotential
-    from detbal.analysis.resample import available_cores
+    from detbal.analysis.resample import SequentialStop, available_cores
     from detbal.analysis.summary import summarise
 
     if estimator not in ESTIMATORS:
@@ -155,7 +158,8 @@ def analyze(
                          report.light(lik.potential), out / "estimators.png")
     with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
         tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
-                              triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs)
+                              triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs,
+                              stop=SequentialStop() if stop_early else None)
     if painter is not None:
         painter.draw("triplets", report.plot_triplets, tests.triplet, out / "triplets.png")
     with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
@@ -181,7 +185,8 @@ def analyze(
         "settings": {
             "kernel": kernel, "beta": beta, "n0": n0, "min_source_count": k.min_source_count,
             "attempts": k.total_attempts, "bootstrap": bootstrap,
-            "test_simulations": test_simulations, "triplet_min_count": triplet_min_count,
+            "test_simulations": test_simulations, "stop_early": stop_early,
+            "triplet_min_count": triplet_min_count,
             "gauge": fit.gauge, "solver": solver, "seed": seed, "estimator": estimator,
         },
         "data": {

@@ -7,8 +7,10 @@ implemented as a chain of binomials so rows of any length cost O(edges).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -116,3 +118,69 @@ def map_replicates(
             if progress:
                 progress(1)
         return out
+
+
+@dataclass(frozen=True)
+class SequentialStop:
+    """When to stop a Monte-Carlo p-value's simulations early (none are wasted on a settled
+    decision).
+
+    After ``first`` simulations, and every ``step`` more, the p-value p = (1 + k)/(1 + R)
+    (k of the R usable simulations as extreme as the data) has Monte-Carlo standard
+    error se = sqrt(p (1 - p) / R); the simulations stop once |p - alpha| > z se, i.e.
+    the decision at ``alpha`` is ``z`` standard errors away from flipping.  Near alpha
+    they run to the end.  The simulations done are the first R of the full list (same
+    seeds), so an early stop reports exactly what the full run would have after R.
+    """
+
+    alpha: float = 0.05
+    z: float = 3.0
+    first: int = 40
+    step: int = 20
+
+    def settled(self, k: int, r: int) -> bool:
+        if r <= 0:
+            return False
+        p, se = mc_p_value(k, r)
+        return abs(p - self.alpha) > self.z * se
+
+
+def mc_p_value(k: int, r: int) -> tuple[float, float]:
+    """``(p, se)``: the Monte-Carlo p-value (1 + k)/(1 + r) and its binomial standard error."""
+    p = (1 + k) / (1 + r)
+    return p, math.sqrt(p * (1.0 - p) / r) if r > 0 else math.nan
+
+
+def map_until(
+    fn: Callable[[int], T],
+    seeds: Sequence[int],
+    extreme: Callable[[T], bool | None],
+    stop: SequentialStop | None,
+    *,
+    n_jobs: int = 1,
+    progress: Callable[[int], object] | None = None,
+) -> list[T]:
+    """:func:`map_replicates` over a prefix of ``seeds``, stopping early by ``stop``.
+
+    ``extreme(result)`` says whether a simulation is at least as extreme as the data
+    (None: unusable, e.g. no degrees of freedom).  ``stop=None`` runs every seed.
+    """
+    if stop is None:
+        return map_replicates(fn, seeds, n_jobs=n_jobs, progress=progress)
+    out: list[T] = []
+    k = r = 0
+    start = 0
+    size = max(1, stop.first)
+    while start < len(seeds):
+        batch = map_replicates(fn, seeds[start:start + size], n_jobs=n_jobs, progress=progress)
+        out.extend(batch)
+        start += len(batch)
+        for result in batch:
+            e = extreme(result)
+            if e is not None:
+                r += 1
+                k += bool(e)
+        if stop.settled(k, r):
+            break
+        size = max(1, stop.step)
+    return out
