@@ -84,9 +84,19 @@ def load_study(
     beta: float = 1.0,
     bootstrap: int = 0,
     seed: int = 0,
+    targets: Literal["kept", "all"] = "kept",
+    require_identifiable: bool = True,
     ui: Any = None,
 ) -> Study:
-    """Kernel, features and least-action potential of ``run``; raises if no state is identifiable."""
+    """Kernel, features and least-action potential of ``run``.
+
+    Raises if no state has an identifiable numeric potential (no observed cycle) unless
+    ``require_identifiable`` is false: an explicit potential can still be fitted to the
+    transitions then (the action orders them downhill), only the comparison with the
+    numeric potential has nothing to compare.  ``targets``: which edges the kernel keeps
+    (:func:`detbal.evo.transitions.load_run`; ``"all"`` keeps every edge out of a source
+    that passes the N0 cut, the published explicit-potential objective).
+    """
     from detbal.analysis.potential import LeastActionPotential
     from detbal.evo.transitions import load_run
 
@@ -96,14 +106,14 @@ def load_study(
     t = time.perf_counter()
     with _bar(ui, None, "features", "state") as bar:
         k, F = load_run(run, n0, min_source_count=min_source_count, total_attempts=attempts,
-                        kind=kind, mode=mode, progress=bar)
+                        kind=kind, mode=mode, targets=targets, progress=bar)
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
     est = LeastActionPotential(kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed)
     with _bar(ui, bootstrap or None, "numeric V", "rep") as bar:
         fit = est.fit(k, progress=bar)
     timings["numeric_potential"] = time.perf_counter() - t
-    if not fit.identifiable.any():
+    if require_identifiable and not fit.identifiable.any():
         raise DetbalError(f"{run}: no state has an identifiable potential (no observed cycles)")
     return Study(k, F, fit, timings)
 
@@ -226,10 +236,13 @@ def discover(
     method: Literal["cmaes", "scipy"] = "cmaes",
     iterations: int = 40,
     figures: bool = True,
+    targets: Literal["kept", "all"] = "kept",
+    require_identifiable: bool = True,
     ui: Any = None,
 ) -> dict[str, Any]:
     """Search for an explicit potential of ``run`` with ``engine``, compare it with the numeric
-    one and write the outputs into ``out``; returns the summary (also ``out/summary.json``)."""
+    one and write the outputs into ``out``; returns the summary (also ``out/summary.json``).
+    ``targets`` and ``require_identifiable``: see :func:`load_study`."""
     if engine not in ENGINES:
         raise DetbalError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     _check(beta, holdout)
@@ -238,11 +251,12 @@ def discover(
                 "holdout": holdout, "seed": seed, "engine": engine, "generations": generations,
                 "population": population, "scheduler": scheduler,
                 "operators": ",".join(operators) if operators else None, "max_evals": max_evals,
-                "method": method, "iterations": iterations}
+                "method": method, "iterations": iterations, "targets": targets}
     if engine == "gp" and population < 4:
         raise DetbalError(f"population must be at least 4, got {population}")
     study = load_study(run, n0=n0, min_source_count=min_source_count, attempts=attempts, kind=kind,
-                       mode=mode, kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed, ui=ui)
+                       mode=mode, kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed,
+                       targets=targets, require_identifiable=require_identifiable, ui=ui)
     timings = dict(study.timings)
     summary: dict[str, Any] = {"engine": engine, "status": "ok", "settings": settings,
                                "kernel": study.info()}
