@@ -165,7 +165,7 @@ def section_nonequilibrium(args: argparse.Namespace) -> None:
               f"{e.estimate:10.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}] {e.plug_in:8.4f} {truth:8.4f}",
               flush=True)
     print("entropy production per attempt at stationarity; the plug-in values carry the counting"
-          " noise,\n  the estimates are corrected (floor from reversible simulations; bootstrap bias).")
+          " noise,\n  the estimates subtract a noise floor (the same statistic on simulations of the fitted reversible kernel).")
 
 
 def main(argv: list[str] | None = None) -> int:
