@@ -64,19 +64,21 @@ class DemoConfig:
     instances: int = 2
     threads: int = 1
     concurrency: int = 4
-    #: sampling temperature of the word study (None: ``run words``' default)
-    words_temperature: float | None = None
+    #: sampling temperatures: low, so that the 135M model's answers repeat and pairs are
+    #: seen both ways within the budget (at 1.0 it rarely returns to a state)
+    words_temperature: float = 0.25
+    fit_temperature: float = 0.4
     #: fit agent: islands, states kept per island, L-BFGS-B starts per fitted ansatz
-    fit_islands: int = 2
-    fit_population: int = 6
+    fit_islands: int = 1
+    fit_population: int = 3
     fit_starts: int = 20
     #: analysis: bootstrap replicates of V and simulations of the cycle tests
     bootstrap: int = 30
     test_simulations: int = 100
     #: explicit potentials: GP population and generations, family49 action evaluations
-    gp_population: int = 60
-    gp_generations: int = 8
-    family49_evals: int = 300
+    gp_population: int = 100
+    gp_generations: int = 15
+    family49_evals: int = 2000
 
     def __post_init__(self) -> None:
         for name in ("words_attempts", "fit_attempts", "instances", "threads", "concurrency",
@@ -86,6 +88,9 @@ class DemoConfig:
         for name in ("bootstrap", "test_simulations", "gp_generations"):
             if int(getattr(self, name)) < 0:
                 raise DetbalError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("words_temperature", "fit_temperature"):
+            if not 0.0 <= float(getattr(self, name)) <= 2.0:
+                raise DetbalError(f"{name} must be in [0, 2], got {getattr(self, name)}")
         if self.gp_population < 4:
             raise DetbalError(f"gp_population must be at least 4, got {self.gp_population}")
 
@@ -104,9 +109,7 @@ class DemoConfig:
         """``detbal run words ...`` of the word study (strict letter sums, the paper's prompt)."""
         argv = ["run", "words", "--store", str(self.store("words")), "--attempts",
                 str(self.words_attempts), *self._backend_args()]
-        if self.words_temperature is not None:
-            argv += ["--temperature", f"{self.words_temperature:g}"]
-        return argv
+        return argv + ["--temperature", f"{self.words_temperature:g}"]
 
     def fit_argv(self) -> list[str]:
         """``detbal run fit ...`` of the fitting study (Nikuradse's data, PMLB nikuradse_2)."""
@@ -114,7 +117,8 @@ class DemoConfig:
         cycles = max(1, math.ceil(self.fit_attempts / per_cycle))
         return ["run", "fit", "--store", str(self.store("fit")), "--attempts", str(self.fit_attempts),
                 "--islands", str(self.fit_islands), "--population", str(self.fit_population),
-                "--starts", str(self.fit_starts), "--cycles", str(cycles), *self._backend_args()]
+                "--starts", str(self.fit_starts), "--cycles", str(cycles), *self._backend_args(),
+                "--temperature", f"{self.fit_temperature:g}"]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"words_command": ["detbal", *self.words_argv()],
@@ -222,7 +226,7 @@ def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) 
 
     return discover(store, out, engine=engine, kind="ansatz", seed=config.seed,
                     population=config.gp_population, generations=config.gp_generations,
-                    max_evals=config.family49_evals, ui=ui)
+                    max_evals=config.family49_evals, targets="all", require_identifiable=False, ui=ui)
 
 
 # -- the README ---------------------------------------------------------------------------
@@ -325,23 +329,33 @@ def _explicit_lines(study: StudyResult) -> list[str]:
             continue
         c = s.get("comparison", {})
         act = c.get("action", {})
+        numeric = (f" against the numeric minimum {_f(act.get('numeric'), '.4g')}" if c.get("compared")
+                   else "")
         if engine == "gp":
             best = s.get("best", {})
             gp = s.get("gp", {})
             lines += [f"- {title} ({gp.get('evaluations')} formulas evaluated in {_f(gp.get('seconds'), '.0f')} s):"
                       f" best formula `V = {best.get('sympy')}` (complexity {best.get('complexity')}),"
-                      f" action S = {_f(best.get('action'), '.4g')} against the numeric minimum"
-                      f" {_f(act.get('numeric'), '.4g')}"]
+                      f" action S = {_f(best.get('action'), '.4g')}{numeric}"]
         else:
             fam = s.get("family49", {})
             lines += [f"- {title} ({fam.get('n_evals')} action evaluations, {fam.get('method')}):"
                       f" S = {_f(fam.get('action'), '.4g')} tuned, {_f(fam.get('action_default'), '.4g')}"
-                      f" with the published parameters; numeric minimum {_f(act.get('numeric'), '.4g')}"]
-        lines += [f"  - against the numeric potential over {c.get('compared')} states: Pearson r ="
-                  f" {_f(c.get('pearson'))}, Spearman rho = {_f(c.get('spearman'))}, same direction on"
-                  f" {_f((c.get('direction') or {}).get('agreement'), '.0%')} of the frequent transitions"]
+                      f" with the published parameters{numeric}"]
+        expl = (c.get("direction") or {}).get("explicit") or {}
+        if c.get("compared"):
+            lines += [f"  - against the numeric potential over {c.get('compared')} states: Pearson r ="
+                      f" {_f(c.get('pearson'))}, Spearman rho = {_f(c.get('spearman'))}, same direction on"
+                      f" {_f((c.get('direction') or {}).get('agreement'), '.0%')} of the frequent transitions"]
+        else:
+            lines += ["  - no state has an identifiable numeric potential yet (no cycle among the"
+                      " transitions), so there is nothing to correlate with"]
+        lines += [f"  - of the {expl.get('n', 'n/a')} frequent transitions (T > {expl.get('threshold', 0.05)}),"
+                  f" {_f(expl.get('frac_down'), '.0%')} go downhill and {_f(expl.get('frac_up'), '.0%')}"
+                  " uphill on this potential (the paper: 70% down, 26% up)"]
         figs = _figure_links(folder, {f: f for f in s.get("files", [])},
-                             (("compare.png", "explicit vs numeric V"), ("pareto.png", "Pareto front")))
+                             (("compare.png", "explicit vs numeric V"), ("pareto.png", "Pareto front"),
+                              ("subgraph.png", "frequent states on the explicit potential")))
         if figs:
             lines += ["", *(f"  {x}" for x in figs), ""]
         lines += [f"  - table of formulas: `{folder}/formulas.csv`; details: `{folder}/summary.json`"]
@@ -407,8 +421,10 @@ def write_demo_readme(out: Path, config: DemoConfig, studies: dict[str, StudyRes
         "",
         "### Explicit potentials",
         "",
-        "Which formula of the ansatz's features (length, operators, parameters) reproduces the"
-        " numeric potential?  Both engines minimise the same action on the study's transitions.",
+        "Which formula of the ansatz's features (length, operators, parameters, and the score"
+        " and MSE the agent stored) reproduces the numeric potential?  Both engines minimise the"
+        " same action on the study's transitions (every transition out of a state used as a"
+        " source more than once, the paper's objective for explicit potentials).",
         "",
         *(_explicit_lines(fit) or ["Not fitted yet (no analysis)."]),
         "",

@@ -55,8 +55,13 @@ def _check_readme(out: Path, words: int, fit: int) -> str:
         path = out / f"fit-{engine}" / "summary.json"
         if path.exists():
             s = json.loads(path.read_text())
-            rho = s["comparison"]["spearman"]
-            assert (f"Spearman rho = {rho:.3g}" if rho is not None else "Spearman rho = n/a") in readme
+            c = s["comparison"]
+            if c["compared"]:
+                assert f"Spearman rho = {c['spearman']:.3g}" in readme
+            else:
+                assert "no state has an identifiable numeric potential yet" in readme
+            down = c["direction"]["explicit"]["frac_down"]
+            assert (f"{down:.0%} go downhill" if down is not None else "n/a go downhill") in readme
             if engine == "gp":
                 assert f"`V = {s['best']['sympy']}`" in readme
     return readme
@@ -93,3 +98,37 @@ def test_demo_rejects_a_bad_budget(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "words_attempts must be at least 1" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()  # nothing written
+
+
+def _tree_store(path: Path) -> Path:
+    """Ansatz transitions without a single cycle; the stored score rises along every edge."""
+    from detbal.store import Attempt
+
+    chain = ["param1*log_v_k_nu + param2", "param1*log_v_k_nu**2 + param2",
+             "param1*sqrt(abs(log_v_k_nu)) + param2", "param1*exp(log_v_k_nu) + param2",
+             "param1*log(abs(log_v_k_nu)) + param2*log_v_k_nu", "param1*tanh(log_v_k_nu) + param2"]
+    attempts = []
+    for i, src in enumerate(chain[:-1]):
+        for j, dst in enumerate(chain[i + 1:i + 3]):
+            attempts.append(Attempt(source=src, target=dst, count=3 - j,
+                                    target_features={"score": 20.0 + 5 * chain.index(dst)}))
+    with RunStore(path) as st:
+        st.record_attempts(st.create_run("fit", "m", "none", {}), attempts)
+    return path
+
+
+def test_explicit_potential_of_a_study_without_cycles(tmp_path) -> None:
+    """The demo fits explicit potentials even before any cycle is observed (only the
+    comparison with the numeric potential needs one); plain discover still refuses."""
+    from detbal.evo.discover import discover
+
+    store = _tree_store(tmp_path / "tree.sqlite")
+    with pytest.raises(DetbalError, match="no state has an identifiable potential"):
+        discover(store, tmp_path / "strict", engine="family49", kind="ansatz", max_evals=20)
+    s = discover(store, tmp_path / "gp", engine="gp", kind="ansatz", population=20, generations=3,
+                 targets="all", require_identifiable=False, seed=1)
+    assert s["kernel"]["identifiable"] == 0 and s["kernel"]["edges"] == 9  # every edge out of a source
+    c = s["comparison"]
+    assert c["compared"] == 0 and c["pearson"] is None
+    assert c["direction"]["explicit"]["frac_down"] == 1.0  # score rises along every edge: all downhill
+    assert (tmp_path / "gp" / "formulas.csv").exists()

@@ -82,6 +82,10 @@ def register(sub: Any) -> None:
     demo.add_argument("--concurrency", type=int, default=d.concurrency,
                       help=f"attempts in flight (default {d.concurrency})")
     demo.add_argument("--seed", type=int, default=d.seed, help=f"seed of both studies (default {d.seed})")
+    demo.add_argument("--words-temperature", type=float, default=d.words_temperature,
+                      help=f"sampling temperature of the word study (default {d.words_temperature})")
+    demo.add_argument("--fit-temperature", type=float, default=d.fit_temperature,
+                      help=f"sampling temperature of the fitting study (default {d.fit_temperature})")
     demo.add_argument("--gp-population", type=int, default=d.gp_population,
                       help=f"GP population (default {d.gp_population})")
     demo.add_argument("--gp-generations", type=int, default=d.gp_generations,
@@ -506,6 +510,7 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
 
     config = DemoConfig(out=args.out, seed=args.seed, words_attempts=args.words_attempts,
                         fit_attempts=args.fit_attempts, instances=args.instances, threads=args.threads,
+                        words_temperature=args.words_temperature, fit_temperature=args.fit_temperature,
                         concurrency=args.concurrency, bootstrap=args.bootstrap,
                         test_simulations=args.test_simulations, gp_population=args.gp_population,
                         gp_generations=args.gp_generations, family49_evals=args.family49_evals)
