@@ -174,12 +174,15 @@ def bench_words_constrained(n: int, instances: int, constrain: bool) -> dict:
     return asyncio.run(go())
 
 
-def cycle_structure(store: Any, run_id: int) -> dict:
-    """States sourced more than once, pairs seen both ways, triplets (paper's cuts 0 and 1)."""
+def cycle_structure(store: Any, run_id: int, first: int | None = None) -> dict:
+    """States sourced more than once, pairs seen both ways, triplets (paper's cuts 0 and 1),
+    over the run's attempts with seq < ``first`` (all by default)."""
     from detbal.analysis.balance import triplet_test
     from detbal.analysis.counts import TransitionCounts, estimate_kernel, reverse_pairs
 
-    counts = TransitionCounts.from_rows(store.count_rows([run_id]))
+    rows = [(r["source"], r["target"], r["escape"], r["count"]) for r in store.iter_attempts([run_id])
+            if first is None or r["seq"] < first]
+    counts = TransitionCounts.from_rows(rows)
     pairs, _ = reverse_pairs(counts.src, counts.dst, counts.n_states)
     kernel = estimate_kernel(counts, "empirical", min_source_count=0)
     return {"states": counts.n_states, "sourced_twice": int((counts.attempts > 1).sum()),
@@ -204,6 +207,7 @@ def bench_fit(n: int, instances: int, constrain: bool, mode: str) -> dict:
             dt = time.perf_counter() - t
             rows = list(store.iter_attempts([rid]))
             cycles = cycle_structure(store, rid)
+            growth = [(k, cycle_structure(store, rid, k)) for k in (n // 4, n // 2)] if n >= 400 else []
         await backend.aclose()
         escapes: dict[str, int] = {}
         for r in rows:
@@ -211,7 +215,7 @@ def bench_fit(n: int, instances: int, constrain: bool, mode: str) -> dict:
                 escapes[r["escape"]] = escapes.get(r["escape"], 0) + 1
         valid = sum(1 for r in rows if r["target"] is not None)
         return {"wall": dt, "valid": valid / len(rows), "escapes": escapes, "per_attempt": dt / n,
-                **cycles}
+                "growth": growth, **cycles}
 
     return asyncio.run(go())
 
@@ -244,9 +248,11 @@ def constrained(args: argparse.Namespace) -> None:
     if args.fit_long:
         runs.append((args.fit_long, bench_fit(args.fit_long, inst, True, "one-call")))
     for k, r in runs:
-        print(f"    cycle structure, constrained, {k} attempts ({r['wall']:.0f} s): {r['states']} states,"
-              f" {r['sourced_twice']} sourced more than once, {r['pairs']} pairs seen both ways,"
-              f" {r['triplets']} triplets ({r['triplets_cut1']} with every count > 1)")
+        print(f"    cycle structure, constrained, {k} attempts ({r['wall']:.0f} s):")
+        for kk, c in [*r["growth"], (k, r)]:
+            print(f"      first {kk:5d} attempts: {c['states']} states, {c['sourced_twice']} sourced more"
+                  f" than once, {c['pairs']} pairs seen both ways, {c['triplets']} triplets"
+                  f" ({c['triplets_cut1']} with every count > 1)")
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Union
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -75,7 +74,7 @@ class Chars:
     alphabet: str
 
 
-Expr = Union[Lit, Ref, Seq, Alt, Rep, Chars]
+Expr = Lit | Ref | Seq | Alt | Rep | Chars
 
 
 def seq(*items: Expr | str) -> Seq:

@@ -24,8 +24,10 @@ from detbal.agents.fit.language import (
     FUNCTIONS,
     NAMED_CONSTANTS,
     PARAM_PREFIX,
-    TRIG_FUNCTIONS as TRIG_FUNCTIONS,  # re-exported for detbal.evo.features
     VARIABLES,
+)
+from detbal.agents.fit.language import (
+    TRIG_FUNCTIONS as TRIG_FUNCTIONS,  # re-exported for detbal.evo.features
 )
 
 if TYPE_CHECKING:

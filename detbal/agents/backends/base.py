@@ -6,8 +6,8 @@ A backend turns chat messages into a :class:`Completion`; everything else
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 

@@ -29,7 +29,6 @@ from detbal.agents.backends.base import (
 )
 from detbal.store import RunStore
 
-
 #: text, prompt tokens, completion tokens, finish reason
 Answer = tuple[str, int | None, int | None, str | None]
 

@@ -40,6 +40,7 @@ from detbal.agents.fit.language import (
     FUNCTIONS,
     LITERALS,
     NAMED_CONSTANTS,
+    OPERATOR_SPELLING,
     PARAM_PREFIX,
     POWER,
     POWER_EXPONENTS,
@@ -64,9 +65,8 @@ class _Builder:
         self.variables = tuple(variables)
         self.rules: dict[str, Expr] = {}
         digits = Chars("[1-9]", "123456789")
-        blank = Rep(Lit(" "), 0, 1)
-        self.rules["op"] = Seq((blank, alt(*(o for o in BINARY_OPERATORS if o != POWER)), blank))
-        self.rules["pow"] = Seq((blank, Lit(POWER), blank, alt(*POWER_EXPONENTS)))
+        self.rules["op"] = alt(*(OPERATOR_SPELLING[o] for o in BINARY_OPERATORS if o != POWER))
+        self.rules["pow"] = Seq((Lit(OPERATOR_SPELLING[POWER]), alt(*POWER_EXPONENTS)))
         self.rules["fn"] = alt(*(f for f in FUNCTIONS if f not in DOMAIN_GUARDS))
         self.guards = sorted(set(DOMAIN_GUARDS.values()))
         for g in self.guards:

@@ -43,3 +43,7 @@ DOMAIN_GUARDS: dict[str, str] = {
 }
 #: exponents the grammar admits after ``**`` (a negative base to a fitted power is NaN)
 POWER_EXPONENTS: tuple[str, ...] = ("2", "-1", "-2")
+#: the one spelling of each operator in the grammar, as in the baseline
+#: ``param1*log_v_k_nu + param2`` (one spelling per ansatz: spacing variants would be
+#: distinct states)
+OPERATOR_SPELLING: dict[str, str] = {"+": " + ", "-": " - ", "*": "*", "/": "/", "**": "**"}

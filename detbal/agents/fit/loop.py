@@ -62,8 +62,8 @@ from detbal.agents.fit.ansatz import (
 )
 from detbal.agents.fit.config import SEED_REASONING, FitConfig
 from detbal.agents.fit.data import Dataset, load_dataset
-from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
+from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.runner import signal_handlers
 from detbal.errors import DetbalError
 from detbal.store import Attempt, RunStore, utc_now
