@@ -240,3 +240,16 @@ def test_analyze_with_the_likelihood_estimator_reports_both_side_by_side(tmp_pat
     assert json.loads((tmp_path / "lik" / "summary.json").read_text())["settings"]["estimator"] == "likelihood"
     with pytest.raises(DetbalError, match="estimator"):
         analyze(data, tmp_path / "x", estimator="magic")
+
+
+@pytest.mark.parametrize("dense_limit", [3000, 10])
+def test_inverse_diagonal_with_leaves_eliminated_is_exact(monkeypatch, dense_limit: int) -> None:
+    from detbal.analysis import likelihood
+
+    monkeypatch.setattr(likelihood, "_DENSE_LIMIT", dense_limit)
+    chain, k = _agent_kernel(11, n=200, attempts=1500)  # sparse: many leaves and chains
+    data = pair_data(k)
+    prob = _problem(data, _domain(data))
+    H = information_matrix(prob, np.random.default_rng(1).normal(0, 1, prob.m), ridge=0.8)
+    got = likelihood._inverse_diagonal(H)
+    assert np.allclose(got, np.diag(np.linalg.inv(H.toarray())), rtol=1e-10)

@@ -169,6 +169,50 @@ def _logdet(H: sparse.csc_matrix) -> float:
 
 
 def _inverse_diagonal(H: sparse.csc_matrix) -> np.ndarray:
+    """diag(H^-1) of a symmetric positive definite H.
+
+    States hanging off the graph (degree <= 1, repeatedly) are eliminated first, exactly:
+    eliminating a leaf l with neighbour p (pivot d, coupling h) lowers H_pp by h^2/d, and
+    afterwards (H^-1)_ll = 1/d + (h/d)^2 (H^-1)_pp.  The remaining core is inverted densely
+    up to ``_DENSE_LIMIT`` states, by blocks of sparse LU solves beyond.
+    """
+    H = sparse.csr_matrix(H)
+    m = H.shape[0]
+    diag = H.diagonal().astype(float).copy()
+    off = H - sparse.diags(H.diagonal())
+    off.eliminate_zeros()
+    nbrs = [dict(zip(off.indices[off.indptr[i]:off.indptr[i + 1]].tolist(),
+                     off.data[off.indptr[i]:off.indptr[i + 1]].tolist())) for i in range(m)]
+    alive = np.ones(m, dtype=bool)
+    stack = [i for i in range(m) if len(nbrs[i]) <= 1]
+    order: list[tuple[int, int, float, float]] = []
+    while stack:
+        leaf = stack.pop()
+        if not alive[leaf] or len(nbrs[leaf]) > 1:
+            continue
+        alive[leaf] = False
+        d = diag[leaf]
+        if nbrs[leaf]:
+            ((p, h),) = nbrs[leaf].items()
+            diag[p] -= h * h / d
+            del nbrs[p][leaf]
+            order.append((leaf, p, h, d))
+            if alive[p] and len(nbrs[p]) <= 1:
+                stack.append(p)
+        else:
+            order.append((leaf, -1, 0.0, d))
+        nbrs[leaf] = {}
+    out = np.empty(m)
+    core = np.flatnonzero(alive)
+    if len(core):
+        C = sparse.csc_matrix(off[core][:, core] + sparse.diags(diag[core]))
+        out[core] = _core_inverse_diagonal(C)
+    for leaf, p, h, d in reversed(order):
+        out[leaf] = 1.0 / d + ((h / d) ** 2 * out[p] if p >= 0 else 0.0)
+    return out
+
+
+def _core_inverse_diagonal(H: sparse.csc_matrix) -> np.ndarray:
     m = H.shape[0]
     if m <= _DENSE_LIMIT:
         return np.diag(np.linalg.inv(H.toarray())).copy()
