@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.counts import Kernel
@@ -305,6 +305,8 @@ class LikelihoodPotential:
             return -log_evidence(prob, W, ridge)
 
         if self.prior_width is None:
+            from scipy import optimize
+
             lo, hi = (math.log(x) for x in PRIOR_WIDTH_RANGE)
             res = optimize.minimize_scalar(neg_evidence, bounds=(lo, hi), method="bounded",
                                            options={"xatol": 0.01})
