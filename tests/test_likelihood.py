@@ -253,3 +253,14 @@ def test_inverse_diagonal_with_leaves_eliminated_is_exact(monkeypatch, dense_lim
     H = information_matrix(prob, np.random.default_rng(1).normal(0, 1, prob.m), ridge=0.8)
     got = likelihood._inverse_diagonal(H)
     assert np.allclose(got, np.diag(np.linalg.inv(H.toarray())), rtol=1e-10)
+
+
+def test_deviance_test_stops_early_with_the_same_decision() -> None:
+    from detbal.analysis.resample import SequentialStop
+
+    ring = driven_ring(400, affinity=0.6, potential_scale=0.0, seed=2)
+    k = estimate_kernel(sample_fixed(ring, 40, seed=3))
+    full = deviance_test(k, simulations=200, seed=0)
+    early = deviance_test(k, simulations=200, seed=0, stop=SequentialStop())
+    assert early.p.n_simulations < full.p.n_simulations
+    assert early.rejects == full.rejects

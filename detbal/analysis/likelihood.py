@@ -56,7 +56,13 @@ from scipy.sparse.csgraph import connected_components
 from detbal.analysis.counts import Kernel
 from detbal.analysis.potential import PotentialFit
 from detbal.analysis.pvalues import BootstrapPValue
-from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
+from detbal.analysis.resample import (
+    SequentialStop,
+    map_replicates,
+    map_until,
+    replicate_seeds,
+    sample_edge_counts,
+)
 from detbal.errors import DetbalError
 
 Progress = Callable[[int], object]
@@ -516,12 +522,14 @@ class DevianceTest:
 
 
 def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 0,
-                  n_jobs: int = 1, progress: Progress | None = None) -> DevianceTest:
+                  n_jobs: int = 1, progress: Progress | None = None,
+                  stop: SequentialStop | None = None) -> DevianceTest:
     """G^2 = 2 sum n log(n / mu) of the quasi-symmetry fit, df = independent cycles.
 
     The p-value is a parametric bootstrap: the fitted reversible kernel is simulated
     with the same attempts per source and refitted; beyond the simulated range the
-    tail is extrapolated (:func:`detbal.analysis.pvalues.bootstrap_p_value`).
+    tail is extrapolated (:func:`detbal.analysis.pvalues.bootstrap_p_value`).  ``stop``
+    ends the simulations once the 5% decision is settled (on a prefix of the same seeds).
     """
     from scipy.special import chdtrc  # = scipy.stats.chi2.sf(x, df), without scipy.stats
 
@@ -541,8 +549,11 @@ def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 
                                           data.sampled))
             return sim.deviance, sim.df
 
-        for dev, df in map_replicates(one, replicate_seeds(seed, simulations), n_jobs=n_jobs,
-                                      progress=progress):
+        def extreme(r: tuple[float, int]) -> bool | None:
+            return None if r[1] <= 0 else r[0] * qs.df / r[1] >= qs.deviance
+
+        for dev, df in map_until(one, replicate_seeds(seed, simulations), extreme, stop,
+                                 n_jobs=n_jobs, progress=progress):
             if df > 0:
                 sims.append(dev * qs.df / df)  # G^2 per df, on the data's df
     # compared per degree of freedom: on sparse data the simulations, drawn on the observed

@@ -164,7 +164,8 @@ def analyze(
         painter.draw("triplets", report.plot_triplets, tests.triplet, out / "triplets.png")
     with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
         fit = least_action.add_errors(k, fit, progress=tick)
-    deviance, noneq = _beyond_balance(k, timer, bar, bootstrap, test_simulations, seed, n_jobs)
+    deviance, noneq = _beyond_balance(k, timer, bar, bootstrap, test_simulations, seed, n_jobs,
+                                      SequentialStop() if stop_early else None)
     if painter is not None:
         painter.draw("cycles", report.plot_cycle_affinities, noneq, out / "cycle_affinities.png")
 
@@ -234,13 +235,14 @@ ESTIMATORS: tuple[str, ...] = ("least_action", "likelihood")
 
 
 def _beyond_balance(k: Kernel, timer: _Timer, bar: Callable[[int, str], Any], bootstrap: int,
-                    simulations: int, seed: int, n_jobs: int) -> tuple[Any, Any]:
+                    simulations: int, seed: int, n_jobs: int, stop: Any = None) -> tuple[Any, Any]:
     """The deviance test of quasi-symmetry, and cycle affinities with entropy production."""
     from detbal.analysis.likelihood import deviance_test
     from detbal.analysis.nonequilibrium import nonequilibrium
 
     with timer.stage("deviance_test"), bar(simulations, "deviance-test simulations") as tick:
-        deviance = deviance_test(k, simulations=simulations, seed=seed, n_jobs=n_jobs, progress=tick)
+        deviance = deviance_test(k, simulations=simulations, seed=seed, n_jobs=n_jobs, progress=tick,
+                                 stop=stop)
     with timer.stage("nonequilibrium"), bar(bootstrap, "cycle-affinity bootstrap") as tick:
         noneq = nonequilibrium(k, bootstrap=bootstrap, seed=seed, n_jobs=n_jobs, progress=tick)
     return deviance, noneq
