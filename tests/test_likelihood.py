@@ -264,3 +264,20 @@ def test_deviance_test_stops_early_with_the_same_decision() -> None:
     early = deviance_test(k, simulations=200, seed=0, stop=SequentialStop())
     assert early.p.n_simulations < full.p.n_simulations
     assert early.rejects == full.rejects
+
+
+def test_claude4_worked_example_with_the_likelihood_potential() -> None:
+    """The paper's Claude-4 counts (uniform N0 = 4000): PERSONAL 4.07 and PROBLEMS 5.18 above
+    ATTITUDE, as least action gives; the one-way states get numbers with wide errors."""
+    from pathlib import Path
+
+    from detbal.io import read_transitions
+
+    counts = TransitionCounts.from_rows(read_transitions(Path(__file__).parent / "data" / "claude4.csv"))
+    k = estimate_kernel(counts, "uniform", total_attempts=20000)
+    fit = LikelihoodPotential(gauge="ATTITUDE").fit(k)
+    pot = fit.potential
+    assert pot.value("PERSONAL") == pytest.approx(math.log(3879 / 66), abs=0.01)
+    assert pot.value("PROBLEMS") == pytest.approx(math.log(3558 / 20), abs=0.01)
+    se = dict(zip(pot.states, fit.stderr_laplace))
+    assert se["PERSONAL"] < 0.2 and se["TURKEY"] > 1.0 and se["BUZZY"] > 1.0
