@@ -58,27 +58,31 @@ class DemoConfig:
 
     out: str = "detbal-demo"
     seed: int = 0
-    words_attempts: int = 400
+    words_attempts: int = 1000
     fit_attempts: int = 300
     #: model instances and threads per instance of the local backend; attempts in flight
     instances: int = 2
     threads: int = 1
     concurrency: int = 4
-    #: sampling temperatures: low, so that the 135M model's answers repeat and pairs are
-    #: seen both ways within the budget (at 1.0 it rarely returns to a state)
+    #: sampling temperatures.  Words: low, so that the 135M model's answers repeat and pairs
+    #: are seen both ways within the budget (at 1.0 it rarely returns to a word: 144 words
+    #: and no testable cycle in 400 attempts; at 0.25, 58 words and df 3 in 600).  Fit: the
+    #: default 1.0 (at 0.4 two thirds of the answers copied the example ansatz)
     words_temperature: float = 0.25
-    fit_temperature: float = 0.4
-    #: fit agent: islands, states kept per island, L-BFGS-B starts per fitted ansatz
+    fit_temperature: float = 1.0
+    #: fit agent: islands and states kept per island (few, so each is a source many times),
+    #: L-BFGS-B starts per fitted ansatz
     fit_islands: int = 1
-    fit_population: int = 3
+    fit_population: int = 4
     fit_starts: int = 20
     #: analysis: bootstrap replicates of V and simulations of the cycle tests
     bootstrap: int = 30
     test_simulations: int = 100
     #: explicit potentials: GP population and generations, family49 action evaluations
-    gp_population: int = 100
-    gp_generations: int = 15
-    family49_evals: int = 2000
+    #: (``detbal discover``'s defaults: seconds on a study of this size)
+    gp_population: int = 200
+    gp_generations: int = 30
+    family49_evals: int = 3000
 
     def __post_init__(self) -> None:
         for name in ("words_attempts", "fit_attempts", "instances", "threads", "concurrency",
@@ -226,7 +230,8 @@ def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) 
 
     return discover(store, out, engine=engine, kind="ansatz", seed=config.seed,
                     population=config.gp_population, generations=config.gp_generations,
-                    max_evals=config.family49_evals, targets="all", require_identifiable=False, ui=ui)
+                    max_evals=config.family49_evals, targets="all", stored_features=False,
+                    require_identifiable=False, ui=ui)
 
 
 # -- the README ---------------------------------------------------------------------------
@@ -289,7 +294,7 @@ def _analysis_lines(study: StudyResult, folder: str) -> list[str]:
         f"**Verdict: {s.get('verdict', 'n/a')}.**",
         "",
         f"- kernel: {data.get('states')} states, {data.get('edges')} observed transitions"
-        f" ({data.get('kept_edges')} kept), {data.get('sources')} source states used more than once,"
+        f" ({data.get('kept_edges')} kept), {data.get('sources')} states used as a source more than once,"
         f" escape or self-loop fraction {_f(data.get('escape_fraction'), '.0%')}",
         f"- global cycle test: {g.get('n_pairs', 'n/a')} pairs seen both ways, df {g.get('df', 'n/a')},"
         f" chi2/df {_f(g.get('chi2_per_df'))}, p = {_f(g.get('p_value'))}",
@@ -421,8 +426,8 @@ def write_demo_readme(out: Path, config: DemoConfig, studies: dict[str, StudyRes
         "",
         "### Explicit potentials",
         "",
-        "Which formula of the ansatz's features (length, operators, parameters, and the score"
-        " and MSE the agent stored) reproduces the numeric potential?  Both engines minimise the"
+        "Which formula of the ansatz string's features (length, operators, functions,"
+        " parameters) reproduces the numeric potential?  Both engines minimise the"
         " same action on the study's transitions (every transition out of a state used as a"
         " source more than once, the paper's objective for explicit potentials).",
         "",

@@ -527,7 +527,9 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
         ui.echo(f"{name}: " + (s["verdict"] if s else f"no analysis ({study.analysis_error or 'stopped'})"))
         for engine, e in study.explicit.items():
             c = e.get("comparison", {})
-            ui.echo(f"  {engine}: Pearson r {c.get('pearson')}, Spearman rho {c.get('spearman')}")
+            r, rho = (c.get(k) for k in ("pearson", "spearman"))
+            ui.echo(f"  {engine}: Pearson r {'n/a' if r is None else f'{r:.3f}'},"
+                    f" Spearman rho {'n/a' if rho is None else f'{rho:.3f}'}")
     ui.echo(f"report: {result.readme} ({result.seconds:.0f} s)")
     if result.stopped:
         ui.echo(f"{result.stopped}; to continue: {_resume_hint()}")

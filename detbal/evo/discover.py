@@ -85,6 +85,7 @@ def load_study(
     bootstrap: int = 0,
     seed: int = 0,
     targets: Literal["kept", "all"] = "kept",
+    stored_features: bool = True,
     require_identifiable: bool = True,
     ui: Any = None,
 ) -> Study:
@@ -95,7 +96,8 @@ def load_study(
     transitions then (the action orders them downhill), only the comparison with the
     numeric potential has nothing to compare.  ``targets``: which edges the kernel keeps
     (:func:`detbal.evo.transitions.load_run`; ``"all"`` keeps every edge out of a source
-    that passes the N0 cut, the published explicit-potential objective).
+    that passes the N0 cut, the published explicit-potential objective);
+    ``stored_features``: also the numeric features the store recorded per state.
     """
     from detbal.analysis.potential import LeastActionPotential
     from detbal.evo.transitions import load_run
@@ -106,7 +108,8 @@ def load_study(
     t = time.perf_counter()
     with _bar(ui, None, "features", "state") as bar:
         k, F = load_run(run, n0, min_source_count=min_source_count, total_attempts=attempts,
-                        kind=kind, mode=mode, targets=targets, progress=bar)
+                        kind=kind, mode=mode, targets=targets,
+                        stored_features=stored_features, progress=bar)
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
     est = LeastActionPotential(kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed)
@@ -237,12 +240,13 @@ def discover(
     iterations: int = 40,
     figures: bool = True,
     targets: Literal["kept", "all"] = "kept",
+    stored_features: bool = True,
     require_identifiable: bool = True,
     ui: Any = None,
 ) -> dict[str, Any]:
     """Search for an explicit potential of ``run`` with ``engine``, compare it with the numeric
     one and write the outputs into ``out``; returns the summary (also ``out/summary.json``).
-    ``targets`` and ``require_identifiable``: see :func:`load_study`."""
+    ``targets``, ``stored_features`` and ``require_identifiable``: see :func:`load_study`."""
     if engine not in ENGINES:
         raise DetbalError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     _check(beta, holdout)
@@ -251,12 +255,14 @@ def discover(
                 "holdout": holdout, "seed": seed, "engine": engine, "generations": generations,
                 "population": population, "scheduler": scheduler,
                 "operators": ",".join(operators) if operators else None, "max_evals": max_evals,
-                "method": method, "iterations": iterations, "targets": targets}
+                "method": method, "iterations": iterations, "targets": targets,
+                "stored_features": stored_features}
     if engine == "gp" and population < 4:
         raise DetbalError(f"population must be at least 4, got {population}")
     study = load_study(run, n0=n0, min_source_count=min_source_count, attempts=attempts, kind=kind,
                        mode=mode, kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed,
-                       targets=targets, require_identifiable=require_identifiable, ui=ui)
+                       targets=targets, stored_features=stored_features,
+                       require_identifiable=require_identifiable, ui=ui)
     timings = dict(study.timings)
     summary: dict[str, Any] = {"engine": engine, "status": "ok", "settings": settings,
                                "kernel": study.info()}
