@@ -265,3 +265,41 @@ def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path
     # more than was recorded: a clean stop, nothing invented
     assert main([*rep, "--attempts", "9"]) == 1  # the last --attempts counts
     assert outcome(replayed) == outcome(live)
+
+
+@pytest.mark.slow
+def test_constrained_fit_on_the_embedded_model_survives_kill_9(tmp_path) -> None:
+    """kill -9 in the middle of a constrained fit study; the same command completes it, whole rounds
+    only, every call's answer stored once."""
+    data = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "nikuradse"
+    if not (data / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    store = tmp_path / "k.sqlite"
+    n = 12
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+               DETBAL_DATA_DIR=str(data))
+    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
+           "--backend", "local", "--islands", "2", "--cycles", "1", "--rounds", "2", "--starts", "10",
+           "--seed", "5", "--concurrency", "1", "--attempts", str(n)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while _count(store) < 3:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    assert 3 <= _count(store) < n
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with RunStore(store, create=False) as s:
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+        assert len(s.runs()) == 1
+    assert [r["seq"] for r in rows] == list(range(n))
+    calls: dict[int, int] = {}
+    for r in rows:
+        p = json.loads(r["params"])
+        assert r["escape"] not in ("empty", "invalid_ansatz")
+        carrier = r["seq"] if "answer" in p else p["answer_in"]
+        calls[carrier] = calls.get(carrier, 0) + ("answer" in p)
+    assert all(v == 1 for v in calls.values())  # each call's answer exactly once

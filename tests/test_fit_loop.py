@@ -329,6 +329,75 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert got == want
 
 
+# -- constrained decoding -----------------------------------------------------------
+
+class GrammarEcho:
+    """Answers as a constrained model could (free parameter numbers); records each call's grammar."""
+
+    name = "echo"
+    model = "echo"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, str | None]] = []  # (key, grammar)
+
+    async def complete(self, messages: Sequence[Message], params: SamplingParams,
+                       *, key: str | None = None) -> Completion:
+        self.calls.append((key, params.grammar))
+        if messages[-1]["content"].startswith("Turn the formula"):
+            text = "param4*log_v_k_nu"
+        else:
+            text = ("IDEA 1\nREASONING: a line\nANSATZ: param3*log_v_k_nu + param7\n"
+                    "IDEA 2\nREASONING: a curve\nANSATZ: param2*tanh(log_v_k_nu)\n"
+                    "IDEA 3\nREASONING: again\nANSATZ: log_v_k_nu*param1 + param1\n")
+        return Completion(text, 10, 10, 0.0, "stop", self.model)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_constrained_answers_are_renumbered_and_record_their_grammar(tmp_path: Path) -> None:
+    from detbal.agents.backends.replay import stored_answers
+    from detbal.agents.fit.grammar import ansatz_grammar
+
+    one = ansatz_grammar(("log_v_k_nu",), 3)
+    with RunStore(tmp_path / "s.db") as store:
+        for constrain in (True, False):
+            cfg = _config(islands=1, cycles=1, rounds=1, mode="one-call", constrain=constrain)
+            rid = _new_run(store, cfg)
+            echo = GrammarEcho()
+            _run(store, rid, [echo], cfg)
+            rows = sorted(store.iter_attempts([rid]), key=lambda r: r["seq"])
+            params = [json.loads(r["params"]) for r in rows]
+            if constrain:
+                assert echo.calls == [("param1*log_v_k_nu + param2", one.gbnf)]
+                assert [r["target"] for r in rows] == [
+                    "param1*log_v_k_nu + param2", "param1*tanh(log_v_k_nu)", "log_v_k_nu*param1 + param1"]
+                assert all(p["grammar"] == one.sha256 for p in params)
+            else:
+                assert echo.calls == [("param1*log_v_k_nu + param2", None)]
+                assert rows[0]["escape"] == "invalid_ansatz"  # param3, param7: gaps
+                assert rows[1]["escape"] == "invalid_ansatz" and rows[2]["target"]
+                assert all(p["grammar"] is None for p in params)
+            # the whole answer is stored once, with the first attempt; replay serves it once
+            assert params[0]["answer"].startswith("IDEA 1") and [p.get("answer_in") for p in params[1:]] == [0, 0]
+            served = [a for r in rows for a in stored_answers(r)]
+            assert [(k, text) for k, (text, *_rest) in served] == [(rows[0]["source"], params[0]["answer"])]
+        # two-call: the generator is free, each translation is constrained (and replayable by idea)
+        cfg = _config(islands=1, cycles=1, rounds=1, mode="two-call", constrain=True)
+        rid = _new_run(store, cfg)
+        echo = GrammarEcho()
+        _run(store, rid, [echo], cfg)
+        bare = ansatz_grammar(("log_v_k_nu",), None)
+        assert echo.calls[0][1] is None and [g for _k, g in echo.calls[1:]] == [bare.gbnf] * 3
+        assert all(k.startswith("translate:IDEA") for k, _g in echo.calls[1:])
+        rows = sorted(store.iter_attempts([rid]), key=lambda r: r["seq"])
+        assert {r["target"] for r in rows} == {"param1*log_v_k_nu"}
+        p = json.loads(rows[0]["params"])
+        assert p["grammar"] is None and p["translator"]["grammar"] == bare.sha256
+        served = [k for r in rows for k, _a in stored_answers(r)]
+        assert served == [rows[0]["source"]] + [k for k, _g in echo.calls[1:]]
+
+
 # -- a real model ------------------------------------------------------------------
 
 @pytest.mark.slow
