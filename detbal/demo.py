@@ -24,7 +24,7 @@ nothing is lost or duplicated; the analyses are recomputed from the stores.
 
 Layout of the output folder::
 
-    README.md  demo-config.json
+    README.md  demo-config.json  demo-summary.json (headline numbers, seconds per stage)
     words.sqlite  words-analysis/
     fit.sqlite    fit-analysis/  fit-gp/  fit-family49/
 """
@@ -50,6 +50,7 @@ README = "README.md"
 #: the paper's count cut of its 3-cycle test: 0 for words, 1 for the fitting agent (METHOD.md section 3)
 TRIPLET_CUT = {"words": 0.0, "fit": 1.0}
 CONFIG_FILE = "demo-config.json"
+SUMMARY_FILE = "demo-summary.json"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class StudyResult:
     command: list[str]
     status: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     analysis: dict[str, Any] | None = None
     analysis_error: str | None = None
@@ -178,28 +180,57 @@ def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> 
         note(f"demo [{i}/2] {what}: detbal {' '.join(study.command)}")
         t = time.perf_counter()
         study.status = int(run_command(study.command) or 0)
-        study.seconds = time.perf_counter() - t
+        study.timings["agent"] = time.perf_counter() - t
         if study.status:
             stopped = f"the {name} study stopped (exit status {study.status})"
             break
         study.runs = _runs(study.store)
         note(f"demo [{i}/2] analysing {study.store}")
+        t1 = time.perf_counter()
         study.analysis, study.analysis_error = _analyze(study.store, out / f"{name}-analysis", config,
                                                         ui, triplet_min_count=TRIPLET_CUT[name])
+        study.timings["analysis"] = time.perf_counter() - t1
         if name == "fit":
             for engine in ("family49", "gp"):
                 note(f"demo [{i}/2] explicit potential: {engine}")
+                t1 = time.perf_counter()
                 try:
                     study.explicit[engine] = _discover(study.store, out / f"fit-{engine}", engine, config, ui)
                 except DetbalError as exc:
                     study.explicit_errors[engine] = str(exc)
+                study.timings[engine] = time.perf_counter() - t1
         study.seconds = time.perf_counter() - t
     for study in studies.values():
         if not study.runs and study.store.exists():
             study.runs = _runs(study.store)
     seconds = time.perf_counter() - t0
     readme = write_demo_readme(out, config, studies, seconds=seconds, stopped=stopped)
+    (out / SUMMARY_FILE).write_text(json.dumps(_demo_summary(studies, seconds, stopped), indent=2) + "\n",
+                                    encoding="utf-8")
     return DemoResult(config, studies, readme, seconds, stopped)
+
+
+def _demo_summary(studies: dict[str, StudyResult], seconds: float, stopped: str | None) -> dict[str, Any]:
+    """The headline numbers of both studies (``demo-summary.json``)."""
+    from detbal.analysis.pipeline import json_safe
+
+    out: dict[str, Any] = {"seconds": seconds, "stopped": stopped, "studies": {}}
+    for name, st in studies.items():
+        a = st.analysis or {}
+        entry: dict[str, Any] = {
+            "command": ["detbal", *st.command], "status": st.status, "timings": st.timings,
+            "runs": [{k: v for k, v in r.items() if k != "config"} for r in st.runs],
+            "verdict": a.get("verdict"), "analysis_error": st.analysis_error,
+            "data": a.get("data"), "potential": a.get("potential"),
+        }
+        for engine, e in st.explicit.items():
+            c = e.get("comparison") or {}
+            entry[engine] = {"best": (e.get("best") or {}).get("sympy"), "action": c.get("action"),
+                             "pearson": c.get("pearson"), "spearman": c.get("spearman"),
+                             "compared": c.get("compared"), "direction": c.get("direction")}
+        entry["explicit_errors"] = st.explicit_errors
+        out["studies"][name] = entry
+    return json_safe(out)
 
 
 def _runs(store: Path) -> list[dict[str, Any]]:
@@ -272,6 +303,12 @@ def _totals(study: StudyResult) -> list[str]:
         if grammar:
             lines.append("  - decoding: " + ", ".join(f"{k} = {_short(v)}" for k, v in sorted(grammar.items())))
     return lines
+
+
+def _stage_times(study: StudyResult) -> str:
+    if not study.timings:
+        return "not run this time"
+    return "this time: " + ", ".join(f"{k} {v:.0f} s" for k, v in study.timings.items())
 
 
 def _short(v: Any) -> str:
@@ -406,7 +443,7 @@ def write_demo_readme(out: Path, config: DemoConfig, studies: dict[str, StudyRes
         "",
         "A state is an English word whose letter values (A=1 ... Z=26) sum to exactly 100; from a"
         " word drawn among those found so far the model is asked for another one (start: BUZZY).",
-        f"Command: `detbal {' '.join(words.command)}` ({words.seconds:.0f} s this time).",
+        f"Command: `detbal {' '.join(words.command)}` ({_stage_times(words)}).",
         "",
         *_totals(words),
         "",
@@ -417,8 +454,7 @@ def write_demo_readme(out: Path, config: DemoConfig, studies: dict[str, StudyRes
         "A state is an ansatz for PMLB's nikuradse_2 (an expression in `log_v_k_nu` with fit"
         " parameters); each round shows the model one ansatz of an island with its score and asks"
         " for new ones, which are fitted (multi-start L-BFGS-B) and scored.",
-        f"Command: `detbal {' '.join(fit.command)}` ({fit.seconds:.0f} s this time, analysis and"
-        " explicit potentials included).",
+        f"Command: `detbal {' '.join(fit.command)}` ({_stage_times(fit)}).",
         "",
         *_totals(fit),
         "",

@@ -33,6 +33,10 @@ def _run_summary(store: Path):
 
 def _check_readme(out: Path, words: int, fit: int) -> str:
     readme = (out / "README.md").read_text(encoding="utf-8")
+    headline = json.loads((out / "demo-summary.json").read_text())["studies"]
+    assert [r["attempts"] for r in headline["words"]["runs"]] == [words]
+    assert [r["attempts"] for r in headline["fit"]["runs"]] == [fit]
+    assert set(headline["fit"]["timings"]) >= {"agent", "analysis", "gp", "family49"}
     assert "## 1. Conditioned word generation (strict)" in readme
     assert "## 2. Symbolic fitting of Nikuradse's data" in readme
     for study, n in (("words", words), ("fit", fit)):
