@@ -66,6 +66,11 @@ def register(sub: Any) -> None:
     p.add_argument("--degree", type=float, default=6.0)
     p.add_argument("--scale", type=float, default=1.5, help="std of the true potential")
     p.add_argument("--drive", type=float, default=0.0, help="non-reversible drive (0 = reversible)")
+    p.add_argument("--ring-affinity", type=float, default=None,
+                   help="instead: a ring (steps 1 and 2) whose every 3-cycle has this affinity")
+    p.add_argument("--sampling", choices=["agent", "fixed"], default="agent",
+                   help="agent: sources drawn from the states found so far (default); fixed:"
+                   " every state makes transitions/states attempts")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_synth)
 
@@ -156,13 +161,24 @@ def _synth(args: argparse.Namespace, ui: Any) -> int:
     import csv
 
     from detbal.errors import DetbalError
-    from detbal.systems import metropolis_chain, sample_agent
+    from detbal.systems import driven_ring, metropolis_chain, sample_agent, sample_fixed
 
     if args.states < 3 or args.transitions < 1:
         raise DetbalError("--states must be >= 3 and --transitions >= 1")
-    chain = metropolis_chain(args.states, mean_degree=args.degree, potential_scale=args.scale,
-                             drive=args.drive, seed=args.seed)
-    counts = sample_agent(chain, args.transitions, children=args.children, seed=args.seed + 1)
+    if args.ring_affinity is not None:
+        if args.states < 5:
+            raise DetbalError("--states must be >= 5 for a ring (--ring-affinity)")
+        chain = driven_ring(args.states, affinity=args.ring_affinity, potential_scale=args.scale,
+                            seed=args.seed)
+    else:
+        chain = metropolis_chain(args.states, mean_degree=args.degree, potential_scale=args.scale,
+                                 drive=args.drive, seed=args.seed)
+    if args.sampling == "fixed":
+        if args.transitions < args.states:
+            raise DetbalError("--sampling fixed needs --transitions >= --states (attempts per state)")
+        counts = sample_fixed(chain, args.transitions // args.states, seed=args.seed + 1)
+    else:
+        counts = sample_agent(chain, args.transitions, children=args.children, seed=args.seed + 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
@@ -182,5 +198,8 @@ def _synth(args: argparse.Namespace, ui: Any) -> int:
         for name, v in zip(chain.labels, chain.potential):
             w.writerow([name, f"{v:.6g}"])
     kind = "reversible" if chain.reversible else f"driven (drive {args.drive})"
-    ui.echo(f"wrote {args.transitions} attempts of a {kind} chain to {out} and the true potential to {truth}")
+    if args.ring_affinity is not None:
+        kind = f"ring (3-cycle affinity {args.ring_affinity:g})"
+    ui.echo(f"wrote {int(counts.attempts.sum())} attempts of a {kind} chain to {out} and the true"
+            f" potential to {truth}")
     return 0
