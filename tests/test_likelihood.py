@@ -14,12 +14,12 @@ from detbal.analysis.action import SOFTPLUS
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
 from detbal.analysis.likelihood import (
     LikelihoodPotential,
+    _domain,
+    _problem,
     deviance_test,
     information_matrix,
     pair_data,
     quasi_symmetry,
-    _domain,
-    _problem,
 )
 from detbal.analysis.potential import LeastActionPotential
 from detbal.analysis.pvalues import SIMULATED, TAIL, bootstrap_p_value, scaled_chi2_fit
@@ -90,7 +90,7 @@ def test_likelihood_beats_least_action_on_sparse_agent_data() -> None:
 
 
 def test_states_never_sampled_as_a_source_get_no_number() -> None:
-    chain, k = _agent_kernel(7, n=400, attempts=3000)
+    _, k = _agent_kernel(7, n=400, attempts=3000)
     fit = LikelihoodPotential().fit(k).potential
     never = k.counts.attempts == 0
     assert never.any()
@@ -108,7 +108,7 @@ def test_states_never_sampled_as_a_source_get_no_number() -> None:
 
 
 def test_bootstrap_errors_and_reference_gauge() -> None:
-    chain, k = _agent_kernel(8, n=150, attempts=12000)
+    _, k = _agent_kernel(8, n=150, attempts=12000)
     ref = k.states[int(np.flatnonzero(k.counts.attempts > 0)[0])]
     fit = LikelihoodPotential(bootstrap=30, seed=3, gauge=ref).fit(k)
     pot = fit.potential
@@ -122,7 +122,7 @@ def test_bootstrap_errors_and_reference_gauge() -> None:
 
 
 def test_information_matrix_is_the_hessian() -> None:
-    chain, k = _agent_kernel(9, n=60, attempts=3000)
+    _, k = _agent_kernel(9, n=60, attempts=3000)
     data = pair_data(k)
     prob = _problem(data, _domain(data))
     W = np.random.default_rng(0).normal(0, 1, prob.m)
@@ -247,7 +247,7 @@ def test_inverse_diagonal_with_leaves_eliminated_is_exact(monkeypatch, dense_lim
     from detbal.analysis import likelihood
 
     monkeypatch.setattr(likelihood, "_DENSE_LIMIT", dense_limit)
-    chain, k = _agent_kernel(11, n=200, attempts=1500)  # sparse: many leaves and chains
+    _, k = _agent_kernel(11, n=200, attempts=1500)  # sparse: many leaves and chains
     data = pair_data(k)
     prob = _problem(data, _domain(data))
     H = information_matrix(prob, np.random.default_rng(1).normal(0, 1, prob.m), ridge=0.8)

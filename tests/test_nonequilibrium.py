@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
-from detbal.analysis.nonequilibrium import entropy_production, nonequilibrium, stationary_distribution
+from detbal.analysis.nonequilibrium import (
+    entropy_production,
+    nonequilibrium,
+    stationary_distribution,
+)
 from detbal.systems import driven_ring, metropolis_chain, sample_fixed
 
 

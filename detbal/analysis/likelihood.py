@@ -531,7 +531,9 @@ def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 
     tail is extrapolated (:func:`detbal.analysis.pvalues.bootstrap_p_value`).  ``stop``
     ends the simulations once the 5% decision is settled (on a prefix of the same seeds).
     """
-    from scipy.special import chdtrc  # = scipy.stats.chi2.sf(x, df), without scipy.stats
+    from scipy.special import (
+        chdtrc,  # = scipy.stats.chi2.sf(x, df), without scipy.stats
+    )
 
     from detbal.analysis.pvalues import bootstrap_p_value
 

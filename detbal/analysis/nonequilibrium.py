@@ -146,7 +146,6 @@ def _cycle_basis(n: int, pairs: _Pairs) -> tuple[CycleBasis, np.ndarray]:
         return empty, parent
     graph = sparse.coo_matrix((np.ones(len(f)), (f, g)), shape=(n, n)).tocsr()
     graph = graph + graph.T
-    _, labels = connected_components(graph, directed=False)
     in_graph = np.zeros(n, dtype=bool)
     in_graph[f] = True
     in_graph[g] = True
@@ -297,9 +296,9 @@ class Nonequilibrium:
             "cycle_affinity_rms": self.rms_affinity.as_dict(),
             "entropy_production_per_step": self.entropy_production.as_dict(),
             "entropy_production_states": self.entropy_states,
-            "three_cycles": int(len(t.affinity)),
+            "three_cycles": len(t.affinity),
             "three_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(t.z) > 3)) if len(t.z) else 0,
-            "basis_cycles": int(len(b.affinity)),
+            "basis_cycles": len(b.affinity),
             "basis_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(b.z) > 3)) if len(b.z) else 0,
             "bootstrap": self.n_bootstrap, "interval_level": self.level,
             "method": "plug-in on the estimated kernel minus its mean over simulations of the"
@@ -356,7 +355,11 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     of every estimate, and the bias correction of the entropy production) and from
     the fitted reversible kernel (the noise floor of the mean square affinity).
     """
-    from detbal.analysis.likelihood import pair_data, quasi_symmetric_kernel, quasi_symmetry
+    from detbal.analysis.likelihood import (
+        pair_data,
+        quasi_symmetric_kernel,
+        quasi_symmetry,
+    )
 
     pairs = _pairs(kernel, kernel.count)
     tri, idx, sign = _triangle_index(kernel, pairs)
