@@ -205,3 +205,61 @@ def test_sequential_stop_runs_a_prefix_of_the_seeds() -> None:
     assert out == seeds[:len(out)] and len(out) < 100 and sorted(calls) == out
     assert map_until(fn, seeds, lambda s: None, SequentialStop()) == seeds  # nothing usable: all run
     assert map_until(fn, seeds, lambda s: False, None) == seeds
+
+
+@pytest.mark.parametrize("kind", ["ring", "tree_plus_cycles", "two_components", "dense", "loops",
+                                  "forest"])
+def test_reduced_solution_equals_least_squares(kind: str) -> None:
+    """wls_solve's x is the least-squares fit, with the lowest node of each component at 0."""
+    from detbal.analysis._wls import wls_solve
+
+    rng = np.random.default_rng(7 + len(kind))
+    a, b, n = _graph(kind, rng)
+    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    a, b = key // n, key % n
+    y = rng.normal(0.0, 1.0, len(a))
+    v = rng.uniform(0.1, 3.0, len(a))
+    x, chi2, df, ok = wls_solve(a.astype(np.int64), b.astype(np.int64), y, v, n)
+    used = np.zeros(n, dtype=bool)
+    used[a] = used[b] = True
+    assert ok and np.all(np.isnan(x[~used])) and np.all(np.isfinite(x[used]))
+    # residual normal equations: sum_w resid at every node is 0 (the least-squares optimum)
+    w = 1.0 / v
+    r = w * (y - (x[a] - x[b]))
+    grad = np.bincount(a, weights=r, minlength=n) - np.bincount(b, weights=r, minlength=n)
+    assert np.max(np.abs(grad)) < 1e-8
+    assert float(np.sum(w * (y - (x[a] - x[b])) ** 2)) == pytest.approx(chi2, rel=1e-9, abs=1e-9)
+    # gauge: per component the lowest-numbered node is 0
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    _, lab = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    for c in np.unique(lab[used]):
+        first = np.flatnonzero(used & (lab == c))[0]
+        assert x[first] == 0.0
+
+
+def test_wls_matches_the_direct_solve_on_sampled_chains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """balance._wls through the reduction (used above WLS_DIRECT_MAX_NODES) gives the
+    sparse-LU solution."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    import detbal.analysis.balance as balance
+
+    monkeypatch.setattr(balance, "WLS_DIRECT_MAX_NODES", 0)
+    for k, _ in _kernels():
+        w = _wls(k.src, k.dst, k.count, k.n0, k.n_states, 0.0)
+        nodes = np.unique(np.concatenate([w.f, w.g]))
+        loc = {int(s): i for i, s in enumerate(nodes)}
+        a = np.array([loc[int(s)] for s in w.f])
+        b = np.array([loc[int(s)] for s in w.g])
+        m, wt = len(nodes), 1.0 / w.var
+        L = sparse.coo_matrix((np.concatenate([wt, wt, -wt, -wt, [1.0]]),
+                               (np.concatenate([a, b, a, b, [0]]), np.concatenate([a, b, b, a, [0]]))),
+                              shape=(m, m)).tocsc()
+        rhs = np.bincount(a, weights=wt * w.y, minlength=m) - np.bincount(b, weights=wt * w.y, minlength=m)
+        ref = spsolve(L, rhs)
+        assert w.n_components == 1  # one component here: ground at its first node
+        np.testing.assert_allclose(w.V[nodes], ref, atol=1e-9)
+        assert w.chi2 == pytest.approx(float(np.sum(wt * (w.y - (ref[a] - ref[b])) ** 2)), rel=1e-10)
