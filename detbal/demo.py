@@ -71,11 +71,9 @@ class DemoConfig:
     #: default 1.0 (at 0.4 two thirds of the answers copied the example ansatz)
     words_temperature: float = 0.25
     fit_temperature: float = 1.0
-    #: fit agent: islands and states kept per island (few, so each is a source many times),
-    #: L-BFGS-B starts per fitted ansatz
+    #: fit agent: islands and states kept per island (few, so each is a source many times)
     fit_islands: int = 1
     fit_population: int = 4
-    fit_starts: int = 20
     #: analysis: bootstrap replicates of V and simulations of the cycle tests
     bootstrap: int = 30
     test_simulations: int = 100
@@ -87,7 +85,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         for name in ("words_attempts", "fit_attempts", "instances", "threads", "concurrency",
-                     "fit_islands", "fit_population", "fit_starts", "family49_evals"):
+                     "fit_islands", "fit_population", "family49_evals"):
             if int(getattr(self, name)) < 1:
                 raise DetbalError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("bootstrap", "test_simulations", "gp_generations"):
@@ -122,7 +120,7 @@ class DemoConfig:
         cycles = max(1, math.ceil(self.fit_attempts / per_cycle))
         return ["run", "fit", "--store", str(self.store("fit")), "--attempts", str(self.fit_attempts),
                 "--islands", str(self.fit_islands), "--population", str(self.fit_population),
-                "--starts", str(self.fit_starts), "--cycles", str(cycles), *self._backend_args(),
+                "--cycles", str(cycles), *self._backend_args(),
                 "--temperature", f"{self.fit_temperature:g}"]
 
     def as_dict(self) -> dict[str, Any]:
