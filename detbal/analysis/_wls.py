@@ -329,3 +329,54 @@ def wls_solve(a, b, y, v, n):  # pragma: no cover - compiled
     pair; per component, the lowest-numbered node at 0)."""
     chi2, df, converged, x = _reduce(a, b, y, v, n, True)
     return x, chi2, df, converged
+
+
+@njit(cache=True, nogil=True)
+def triangle_list(f, g, n):  # pragma: no cover - compiled
+    """Triangles (lo < mid < hi) of the undirected graph with edges f - g on nodes 0..n-1,
+    one row per triangle, found from each pair (lo, mid) with hi > mid a common neighbour
+    (unsorted; :func:`detbal.analysis.balance._triangles` sorts them)."""
+    m = f.shape[0]
+    deg = np.zeros(n, np.int64)
+    for e in range(m):
+        deg[f[e]] += 1
+        deg[g[e]] += 1
+    ptr = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        ptr[i + 1] = ptr[i] + deg[i]
+    fill = ptr[:-1].copy()
+    nbr = np.empty(2 * m, np.int64)
+    for e in range(m):
+        nbr[fill[f[e]]] = g[e]
+        fill[f[e]] += 1
+        nbr[fill[g[e]]] = f[e]
+        fill[g[e]] += 1
+    for i in range(n):
+        nbr[ptr[i]:ptr[i + 1]] = np.sort(nbr[ptr[i]:ptr[i + 1]])
+    out = np.empty((0, 3), np.int64)
+    for rep in range(2):  # count, then fill
+        k = 0
+        for e in range(m):
+            lo = min(f[e], g[e])
+            hi = max(f[e], g[e])
+            i, j = ptr[lo], ptr[hi]
+            last = -1
+            while i < ptr[lo + 1] and j < ptr[hi + 1]:
+                x, y = nbr[i], nbr[j]
+                if x < y:
+                    i += 1
+                elif y < x:
+                    j += 1
+                else:
+                    if x > hi and x != last:  # a repeated neighbour counts once, as in a set
+                        if rep == 1:
+                            out[k, 0] = lo
+                            out[k, 1] = hi
+                            out[k, 2] = x
+                        k += 1
+                        last = x
+                    i += 1
+                    j += 1
+        if rep == 0:
+            out = np.empty((k, 3), np.int64)
+    return out

@@ -70,23 +70,24 @@ class TripletTest:
         }
 
 
-def _edge_lookup(src: np.ndarray, dst: np.ndarray, n: int) -> dict[int, int]:
-    return {int(k): i for i, k in enumerate(src.astype(np.int64) * n + dst)}
+def _edge_index(src: np.ndarray, dst: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Index in (src, dst) of every edge a -> b (all present; edges need not be sorted)."""
+    key = src.astype(np.int64) * n + dst
+    order = np.argsort(key, kind="stable")
+    return order[np.searchsorted(key[order], np.asarray(a, dtype=np.int64) * n + b)]
 
 
 def _triangles(f: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """All triangles (a < b < c) of the undirected graph with edges f - g (f < g)."""
-    adj: dict[int, set[int]] = {}
-    for a, b in zip(f.tolist(), g.tolist()):
-        adj.setdefault(a, set()).add(b)
-        adj.setdefault(b, set()).add(a)
-    out = []
-    for a, b in zip(f.tolist(), g.tolist()):
-        lo, hi = (a, b) if a < b else (b, a)
-        for c in adj[lo] & adj[hi]:
-            if c > hi:
-                out.append((lo, hi, c))
-    return np.array(sorted(out), dtype=np.int64).reshape(-1, 3)
+    """All triangles (a < b < c) of the undirected graph with edges f - g (f < g), sorted
+    (compiled: sorted neighbour lists merged per pair)."""
+    from detbal.analysis._wls import triangle_list
+
+    f = np.asarray(f, dtype=np.int64)
+    g = np.asarray(g, dtype=np.int64)
+    if len(f) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    tri = triangle_list(f, g, int(max(f.max(), g.max())) + 1)
+    return tri[np.lexsort((tri[:, 2], tri[:, 1], tri[:, 0]))]
 
 
 def _triplet_statistic(src: np.ndarray, dst: np.ndarray, count: np.ndarray, n0: np.ndarray,
@@ -97,11 +98,9 @@ def _triplet_statistic(src: np.ndarray, dst: np.ndarray, count: np.ndarray, n0: 
     f, g = s[e_fg], d[e_fg]
     good = (n0[f] > min_count) & (n0[g] > min_count)
     tri = _triangles(f[good], g[good])
-    lookup = _edge_lookup(s, d, n)
 
     def logs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.array([lookup[int(x) * n + int(y)] for x, y in zip(a, b)], dtype=np.int64)
-        cnt = c[idx]
+        cnt = c[_edge_index(s, d, n, a, b)]
         return np.log(cnt / n0[a]), 1.0 / cnt + 1.0 / n0[a]
 
     if len(tri) == 0:
@@ -316,11 +315,10 @@ class CycleSimulator:
         tri = _triangles(f[good], g[good])
         if len(tri):
             n = kernel.n_states
-            lookup = _edge_lookup(kernel.src, kernel.dst, n)
             ta, tb, th = tri[:, 0], tri[:, 1], tri[:, 2]
             order = [(ta, tb), (tb, th), (th, ta), (ta, th), (th, tb), (tb, ta)]
-            self.tri_edges = np.stack([np.array([lookup[int(x) * n + int(y)] for x, y in zip(u, v)],
-                                                dtype=np.int64) for u, v in order], axis=1)
+            self.tri_edges = np.stack([_edge_index(kernel.src, kernel.dst, n, u, v)
+                                       for u, v in order], axis=1)
             self.tri_n0 = np.stack([n0[u] for u, _ in order], axis=1)
         else:
             self.tri_edges = np.zeros((0, 6), dtype=np.int64)
