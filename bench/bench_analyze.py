@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The whole ``detbal analyze`` as a user runs it, beside the published method's bare fit.
 
-    python bench/bench_analyze.py --quick      # ~3 minutes: 300 states, ring, paper scale, 1e5
+    python bench/bench_analyze.py --quick      # 300 states, ring, paper scale, 1e5 (~10-30 min)
     python bench/bench_analyze.py              # + more repeats and the cold first run
-    python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (several minutes)
+    python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (hours: see docs)
 
 Every figure is a whole process (``python -m detbal analyze FILE --out DIR``, default
 settings: 100 bootstrap replicates, 200 test simulations, figures) timed from outside,
