@@ -137,6 +137,21 @@ def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> N
                    " value other than the prompt word; fit: valid ansatzes in the answer format)."
                    " Default: on for --backend local (strict words, fit), as stored for replay,"
                    " off for openai (llama.cpp servers honour it)")
+    g = p.add_argument_group("selection of the prompt state (stored with the run and every attempt)")
+    from detbal.agents.select import ESTIMATORS, RULES, Selection
+
+    d = Selection()
+    g.add_argument("--select", choices=tuple(RULES), default="uniform",
+                   help="how the prompt state (word; fit: example) is drawn: uniform (default) or"
+                   " potential, p ~ exp(-V/tau) from the potential fitted on the run so far")
+    g.add_argument("--select-tau", type=float, default=d.tau, metavar="TAU",
+                   help=f"potential: temperature of the draw, in units of beta V (default {d.tau:g})")
+    g.add_argument("--select-floor", type=float, default=d.floor, metavar="EPS",
+                   help=f"potential: share of uniform draws mixed in so no state starves (default {d.floor:g})")
+    g.add_argument("--select-every", type=int, default=d.every, metavar="K",
+                   help=f"potential: refit the potential every K attempts (default {d.every})")
+    g.add_argument("--select-estimator", choices=ESTIMATORS, default=d.estimator,
+                   help=f"potential: estimator refitted on the run (default {d.estimator})")
     g = p.add_argument_group("execution")
     g.add_argument("--concurrency", type=int, default=4, help="attempts in flight (default 4)")
     g.add_argument("--retries", type=int, default=5, help="retries per call (default 5)")
@@ -255,6 +270,14 @@ WORD_IDENTITY = ("target", "seed_word", "relaxed", "vote", "seed", "temperature"
                  "max_tokens", "prompt_hash", "base_url", "constrain", "grammar")
 
 
+def selection(args: argparse.Namespace) -> Any:
+    """The :class:`~detbal.agents.select.Selection` the flags ask for."""
+    from detbal.agents.select import Selection
+
+    return Selection(rule=args.select, tau=args.select_tau, floor=args.select_floor,
+                     every=args.select_every, estimator=args.select_estimator)
+
+
 def resolve_constrain(args: argparse.Namespace, task: str, *, relaxed: bool = False) -> bool:
     """Whether the run decodes under the task's grammar: ``--constrain/--no-constrain``,
     else on for the embedded model, as the replayed runs were for replay, off for openai."""
@@ -289,10 +312,12 @@ def _run_words(args: argparse.Namespace, ui: Any) -> int:
     config = WordsConfig(target=args.target, seed_word=args.seed_word, relaxed=args.relaxed,
                          vote=parse_vote(args.vote), seed=0, sampling=sampling,
                          constrain=resolve_constrain(args, "words", relaxed=args.relaxed),
-                         word_list=getattr(args, "word_list", None))
+                         word_list=getattr(args, "word_list", None), select=selection(args))
     task_config = config.as_config() | {"seed": args.seed, "prompt_hash": template.sha256,
                                         "prompt_file": template.source}
-    return run_task(args, ui, "words", task_config, WORD_IDENTITY,
+    from detbal.agents.select import CONFIG_DEFAULTS
+
+    return run_task(args, ui, "words", task_config, WORD_IDENTITY + tuple(CONFIG_DEFAULTS),
                     lambda cfg: _words_session(args, template, config, cfg))
 
 
@@ -322,6 +347,7 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
     ``stopped``, ``interrupted`` and ``elapsed_s``.
     """
     from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
+    from detbal.agents.select import CONFIG_DEFAULTS
     from detbal.store import RunStore
 
     backends = make_backends(args, task, several=several)
@@ -337,7 +363,7 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
     with RunStore(args.store) as store:
         run_id, config, created = open_run(
             store, task, backend.name, model, config, identity=identity,
-            run_id=args.run, new=args.new_run)
+            run_id=args.run, new=args.new_run, defaults=CONFIG_DEFAULTS)
         done = len(store.stored_seqs(run_id))
         calls, ptok, ctok = stored_usage(store, run_id)
         if backend.name == "replay" and not created:
@@ -427,7 +453,10 @@ def _run_fit(args: argparse.Namespace, ui: Any) -> int:
                    "seed": fit_config.seed, "temperature": fit_config.temperature,
                    "top_p": fit_config.top_p, "planned_attempts": fit_config.planned_attempts,
                    "constrain": constrain, "grammar": fit_module.grammar_sha256(fit_config)}
-    identity = ("fit_structure", "temperature", "top_p", "base_url")
+    from detbal.agents.select import CONFIG_DEFAULTS
+
+    task_config |= fit_config.selection.as_config()
+    identity = ("fit_structure", "temperature", "top_p", "base_url", *CONFIG_DEFAULTS)
 
     def make_session(cfg: dict[str, Any]) -> Any:
         async def session(store: Any, run_id: int, backends: Any, policy: Any, budget: Any,

@@ -397,6 +397,7 @@ def open_run(
     identity: Sequence[str],
     run_id: int | None = None,
     new: bool = False,
+    defaults: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any], bool]:
     """The run to continue, or a new one: ``(run_id, config, created)``.
 
@@ -405,22 +406,27 @@ def open_run(
     did not give) matches anything and is taken from the stored run.  The most
     recent match is continued.  ``run_id`` names the run explicitly (its identity
     must match); ``new`` always starts a new run.  A new run gets a random seed
-    if ``config["seed"]`` is None.
+    if ``config["seed"]`` is None.  ``defaults``: the value an identity key has in a
+    stored run that lacks it (made before the key existed).
     """
     config = dict(config)
+    defaults = dict(defaults or {})
+
+    def stored_value(stored: Mapping[str, Any], k: str) -> Any:
+        return stored[k] if k in stored else defaults.get(k)
 
     def differences(stored: Mapping[str, Any]) -> list[str]:
         out = []
         for k in identity:
-            if config.get(k) is not None and stored.get(k) != config.get(k):
-                out.append(f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}")
+            if config.get(k) is not None and stored_value(stored, k) != config.get(k):
+                out.append(f"{k}: stored {stored_value(stored, k)!r}, now {config.get(k)!r}")
         return out
 
     def adopt(rec_config: Mapping[str, Any]) -> dict[str, Any]:
         merged = dict(config)
         for k in identity:
             if merged.get(k) is None:
-                merged[k] = rec_config.get(k)
+                merged[k] = stored_value(rec_config, k)
         return merged
 
     if run_id is not None:

@@ -30,6 +30,13 @@ and the model's sampling seed is a hash of ``(seed, seq, vote index)``.  A
 resumed run rebuilds the found list from the store and so continues the same
 generator; at concurrency 1 a resumed run makes exactly the choices an
 uninterrupted one would have made.
+
+*Potential-guided selection* (``WordsConfig.select``, :mod:`detbal.agents.select`):
+the prompt word is drawn from the same found list with probabilities from the
+potential fitted on attempts ``0 .. P-1``, ``P = every * floor(seq / every)``,
+using the uniform number ``Random(f"{seed}:{seq}").random()``.  An attempt whose
+refit point is not stored yet (concurrency > 1) waits for it, so the fit is always
+the same function of the same stored attempts.
 """
 
 from __future__ import annotations
@@ -48,8 +55,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from detbal.agents.backends.base import Backend, Completion, Message, SamplingParams
+from detbal.agents.backends.base import Backend, BackendStop, Completion, Message, SamplingParams
 from detbal.agents.grammar import Grammar, literals
+from detbal.agents.select import Guide, Selection, refit_point, uniform_record
 from detbal.agents.runner import (
     Budget,
     CallFailed,
@@ -280,6 +288,7 @@ class WordsConfig:
     sampling: SamplingParams = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16)
     constrain: bool = False  # grammar-constrained decoding (strict mode only)
     word_list: str | None = None  # the dictionary of the grammar (default DEFAULT_WORD_LIST)
+    select: Selection = Selection()  # how the prompt word is drawn
 
     def __post_init__(self) -> None:
         word = normalise(self.seed_word)
@@ -308,7 +317,8 @@ class WordsConfig:
             "seed": self.seed, "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_tokens,
             "constrain": self.constrain,
-        } | (self.grammar.describe() if self.grammar is not None else {"grammar": None})
+        } | (self.grammar.describe() if self.grammar is not None else {"grammar": None}) \
+          | self.select.as_config()
 
 
 def parse_vote(text: str | None) -> tuple[int, int] | None:
@@ -336,6 +346,9 @@ class WordAgent:
         self.totals = RunTotals()
         self._t0 = time.perf_counter()
         self._calls0 = budget.calls
+        self.guide = Guide(config.select)
+        self._prefix = 0  # seqs 0 .. _prefix-1 are stored
+        self.stop: StopSignal | None = None  # set by run_words: a guided draw waiting stops with it
 
     # -- state ------------------------------------------------------------------
     def restore(self, store: RunStore, run_id: int) -> None:
@@ -345,19 +358,40 @@ class WordAgent:
                         count=row["count"])
             self.totals.add(a)
             self._add_found(row["target"])
+            self._stored(int(row["seq"]), a)
 
     def _add_found(self, word: str | None) -> None:
         if word is not None and word not in self._found_set:
             self._found_set.add(word)
             self.found.append(word)
 
+    def _stored(self, seq: int, a: Attempt) -> None:
+        self.guide.add(seq, (a.source, a.target, a.escape, a.count))
+        while self._prefix in self.guide.rows:
+            self._prefix += 1
+
     def on_commit(self, seq: int, attempt: Attempt) -> None:
         self.totals.add(attempt)
         self._add_found(attempt.target)
+        self._stored(seq, attempt)
 
     def choose(self, seq: int) -> str:
         """The prompt word of attempt ``seq``: uniform over the found list as it stands."""
         return self.found[random.Random(f"{self.config.seed}:{seq}").randrange(len(self.found))]
+
+    async def draw(self, seq: int) -> tuple[str, dict[str, Any]]:
+        """The prompt word of attempt ``seq`` and how it was drawn (``params.select``)."""
+        sel = self.config.select
+        if not sel.guided:
+            n = len(self.found)
+            return self.choose(seq), uniform_record(n)
+        P = refit_point(seq, sel.every)
+        while self._prefix < P:  # concurrency > 1: earlier attempts still in flight
+            if self.stop is not None and self.stop.is_set:
+                raise BackendStop("the run stopped before this attempt's refit point was stored")
+            await asyncio.sleep(0.005)
+        u = random.Random(f"{self.config.seed}:{seq}").random()
+        return self.guide.choose(list(self.found), u, P)
 
     def postfix(self) -> dict[str, Any]:
         dt = max(time.perf_counter() - self._t0, 1e-9)
@@ -371,8 +405,8 @@ class WordAgent:
     # -- one attempt ------------------------------------------------------------
     async def attempt(self, seq: int) -> tuple[Attempt, Any]:
         cfg = self.config
-        source = self.choose(seq)
-        rng_state = {"scheme": "seed+seq", "seed": cfg.seed, "found": len(self.found)}
+        source, select = await self.draw(seq)
+        rng_state = {"scheme": "seed+seq", "seed": cfg.seed, "found": select["candidates"]}
         messages = self.template.render(source, cfg.target)
         m = cfg.vote[0] if cfg.vote else 1
         tally = Tally()
@@ -399,7 +433,7 @@ class WordAgent:
         answers = [r for r in results if isinstance(r, Completion)]
         errors = [r for r in results if isinstance(r, CallFailed)]
         params = replace(cfg.sampling, grammar=grammar).as_dict() | {
-            "seed": seeds[0], "run_seed": cfg.seed, "calls": tally.calls}
+            "seed": seeds[0], "run_seed": cfg.seed, "calls": tally.calls, "select": select}
         if cfg.vote:
             params["vote"] = f"{cfg.vote[0]}:{cfg.vote[1]}"
         common = dict(
@@ -456,6 +490,7 @@ async def run_words(
     template = template or PromptTemplate.load()
     budget = budget or Budget()
     agent = WordAgent(backend, template, config, policy or CallPolicy(), budget)
+    agent.stop = stop = stop or StopSignal()
     agent.restore(store, run_id)
     done = store.stored_seqs(run_id)
     todo = (s for s in range(attempts) if s not in done)

@@ -53,10 +53,18 @@ class FitConfig:
     translate_max_tokens: int = 96
     seed_ansatz: str | None = None
     constrain: bool = False  # grammar-constrained decoding (detbal.agents.fit.grammar)
+    #: how the example is drawn from the island (detbal.agents.select.Selection)
+    select: str = "uniform"
+    select_tau: float = 1.0
+    select_floor: float = 0.1
+    select_every: int = 10
+    select_estimator: str = "likelihood"
 
     #: fields that must not change when a run is resumed
     STRUCTURAL = ("dataset", "islands", "rounds", "per_round", "population", "repopulate_every",
                   "repopulate_fraction", "starts", "fit_maxiter", "mode", "seed", "seed_ansatz", "constrain")
+    #: the selection's fields (checked on resume like STRUCTURAL where the stored run has them)
+    SELECTION = ("select", "select_tau", "select_floor", "select_every", "select_estimator")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -69,6 +77,15 @@ class FitConfig:
                 raise DetbalError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.repopulate_fraction < 1.0:
             raise DetbalError("--repopulate-fraction must be in [0, 1)")
+        _ = self.selection  # validates the selection fields
+
+    @property
+    def selection(self) -> Any:
+        """The :class:`~detbal.agents.select.Selection` of the example."""
+        from detbal.agents.select import Selection
+
+        return Selection(rule=self.select, tau=self.select_tau, floor=self.select_floor,
+                         every=self.select_every, estimator=self.select_estimator)
 
     @property
     def baseline(self) -> str:
@@ -121,7 +138,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the fit agent's options; an option the parser already has (e.g. ``--seed``) is left alone.
 
     Shared names read by :func:`config_from_args` when present: ``seed``,
-    ``temperature``, ``top_p``, ``max_tokens``.
+    ``temperature``, ``top_p``, ``max_tokens`` and the selection's ``select``,
+    ``select_tau``, ``select_floor``, ``select_every``, ``select_estimator``.
     """
     for flag, dest, kw in _OPTIONS:
         kw = {"default": None, **kw}
@@ -140,7 +158,7 @@ def config_from_args(args: argparse.Namespace, base: FitConfig | None = None) ->
         v = getattr(args, attr, None)
         if v is not None:
             values[dest] = v
-    for shared in ("seed", "temperature", "top_p", "max_tokens"):
+    for shared in ("seed", "temperature", "top_p", "max_tokens", *FitConfig.SELECTION):
         v = getattr(args, shared, None)
         if v is not None:
             values[shared] = v

@@ -65,6 +65,7 @@ from detbal.agents.fit.data import Dataset, load_dataset
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
 from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.runner import signal_handlers
+from detbal.agents.select import Guide, refit_point, uniform_record
 from detbal.errors import DetbalError
 from detbal.store import Attempt, RunStore, utc_now
 
@@ -257,6 +258,7 @@ class FitSearch:
         self._stop_excs = _stop_exceptions()
         self.committed = 0
         self.escapes = 0
+        self.guide = Guide(config.selection) if config.selection.guided else None
         self.best: Member | None = None
         self._main: asyncio.Future[None] | None = None
         self._abandoned = False
@@ -463,12 +465,34 @@ class FitSearch:
             target_features=features, target_canonical=canonical,
         )
 
+    def _ready(self, r: int) -> int:
+        """Seqs certain to be stored when round ``r`` starts: every earlier round with one
+        island, else the rounds of the earlier cycles (islands run concurrently)."""
+        cfg = self.config
+        if cfg.islands == 1:
+            return r * cfg.per_round
+        return (r // (cfg.islands * cfg.rounds)) * cfg.islands * cfg.rounds * cfg.per_round
+
+    def _draw(self, r: int, pop: list[Member], rng: np.random.Generator) -> tuple[Member, dict[str, Any]]:
+        """The round's example and how it was drawn (``params.select``)."""
+        uniform = pop[int(rng.integers(len(pop)))]
+        if self.guide is None:
+            return uniform, uniform_record(len(pop))
+        u = float(np.random.default_rng([self.config.seed, r, 1]).random())
+        P = refit_point(min(self._ready(r), self.target), self.guide.selection.every)
+        text, record = self.guide.choose([m.text for m in pop], u, P)
+        return next(m for m in pop if m.text == text), record
+
+    def _stored_row(self, seq: int, row: Mapping[str, Any]) -> None:
+        if self.guide is not None:
+            self.guide.add(seq, (row["source"], row["target"], row["escape"], int(row.get("count") or 1)))
+
     async def _live_round(self, c: int, k: int, i: int, r: int, seqs: list[int],
                           stored: dict[int, dict[str, Any]]) -> None:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, r])
         pop = self.islands[i]
-        example = pop[int(rng.integers(len(pop)))]
+        example, select = self._draw(r, pop, rng)
         backend = self.backends[int(rng.integers(len(self.backends)))]
         call_seed = int(rng.integers(2**31 - 1))
         if stored:  # a round cut short: keep the example its stored attempts used
@@ -486,7 +510,8 @@ class FitSearch:
         except _RoundAborted:
             return
         base_params = {**sp.as_dict(), "model": backend.model, "backend": backend.name,
-                       "mode": cfg.mode, "island": i, "cycle": c, "round": r, "round_in_cycle": k}
+                       "mode": cfg.mode, "island": i, "cycle": c, "round": r, "round_in_cycle": k,
+                       "select": select}
         rng_state = {"scheme": RNG_SCHEME, "seed": cfg.seed, "round": r}
         first = r * cfg.per_round
         # the call's whole answer is stored once, with the first attempt this call stores
@@ -502,6 +527,8 @@ class FitSearch:
                              else {"answer_in": carrier})
                     attempt = replace(attempt, params={**(attempt.params or {}), **extra})
                 self.store.record_attempt(self.run_id, seq, attempt, rng_state=rng_state)
+                self._stored_row(seq, {"source": attempt.source, "target": attempt.target,
+                                       "escape": attempt.escape, "count": attempt.count})
                 self.committed += 1
                 if attempt.escape is not None:
                     self.escapes += 1
@@ -580,6 +607,8 @@ class FitSearch:
             self.known: dict[str, Member] = {seed_member.text: seed_member}
             self.best = seed_member
             rows = self._load_stored()
+            for seq in sorted(rows):
+                self._stored_row(seq, rows[seq])
             self._main = asyncio.ensure_future(self._cycles(rows))
             try:
                 await self._main
@@ -602,7 +631,7 @@ def _check_resume(store: RunStore, run_id: int, config: FitConfig) -> None:
     stored = store.get_run(run_id).config.get("fit")
     if not isinstance(stored, Mapping):
         return
-    for name in FitConfig.STRUCTURAL:
+    for name in FitConfig.STRUCTURAL + FitConfig.SELECTION:
         if name in stored and stored[name] != getattr(config, name):
             raise DetbalError(
                 f"run {run_id} was made with {name}={stored[name]!r}, not {getattr(config, name)!r};"

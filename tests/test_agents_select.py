@@ -1,0 +1,268 @@
+"""Potential-guided selection of the prompt state (detbal.agents.select): the draw follows
+exp(-V/tau) with its floor, refits are pure functions of the stored prefix, guided runs on
+the embedded model record how each source was drawn, and kill -9 then the same command
+continues the same selection with nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from servers.fake_openai import FakeServer
+from test_agents_resume import check_complete, command, count, start_and_wait
+from test_fit_loop import DATA, ScriptedBackendForBookkeeping, _bare_call, _table
+
+from detbal.agents.fit import FitConfig, run_fit
+from detbal.agents.select import (
+    Guide,
+    Selection,
+    draw_index,
+    estimate,
+    probabilities,
+    refit_point,
+)
+from detbal.errors import DetbalError
+from detbal.store import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO))
+
+
+# -- the draw --------------------------------------------------------------------
+
+def test_draw_follows_exp_minus_v_over_tau_with_the_floor() -> None:
+    cands = ["A", "B", "C", "D", "E"]
+    V = {"A": 0.0, "B": 1.0, "C": 2.5, "D": -0.5}  # E: no estimate -> explored as min V = -0.5
+    tau, floor = 0.7, 0.2
+    p, own = probabilities(cands, V, tau, floor)
+    w = np.exp(-np.array([0.0, 1.0, 2.5, -0.5, -0.5]) / tau)
+    want = (1 - floor) * w / w.sum() + floor / 5
+    assert np.allclose(p, want) and own == [0.0, 1.0, 2.5, -0.5, None]
+    rng = np.random.default_rng(7)
+    n = 40000
+    freq = np.bincount([draw_index(p, u) for u in rng.random(n)], minlength=5) / n
+    assert np.all(np.abs(freq - want) < 4 * np.sqrt(want * (1 - want) / n))
+    # the floor: even a state far uphill keeps floor/n
+    p_hi, _ = probabilities(["A", "B"], {"A": 0.0, "B": 50.0}, 1.0, 0.1)
+    assert p_hi[1] == pytest.approx(0.05)
+    # no estimate at all: uniform
+    p_u, _ = probabilities(["A", "B", "C"], {}, 1.0, 0.1)
+    assert np.allclose(p_u, 1 / 3)
+    # tau -> large: uniform; floor 1: uniform whatever V
+    assert np.allclose(probabilities(cands, V, 1e9, 0.0)[0], 0.2)
+    assert np.allclose(probabilities(cands, V, 0.1, 1.0)[0], 0.2)
+
+
+def test_selection_settings_are_checked_and_stored() -> None:
+    s = Selection("potential", tau=0.5, floor=0.05, every=7, estimator="least-action")
+    assert Selection.from_config(s.as_config()) == s
+    assert Selection().as_config() == {"select": "uniform", "select_tau": None, "select_floor": None,
+                                       "select_every": None, "select_estimator": None}
+    assert Selection.from_config({}) == Selection()
+    for bad in ({"rule": "best"}, {"tau": 0}, {"floor": 1.5}, {"every": 0}, {"estimator": "x"}):
+        with pytest.raises(DetbalError):
+            Selection(**bad)
+    assert [refit_point(r, 10) for r in (0, 9, 10, 25)] == [0, 0, 10, 20]
+
+
+def _chain_rows(n: int, seed: int = 3) -> list[tuple[str, str | None, str | None, int]]:
+    """Attempts of a reversible chain on 6 states with V = 0, 0.5, ..., 2.5."""
+    rng = np.random.default_rng(seed)
+    V = np.arange(6) * 0.5
+    rows = []
+    for _ in range(n):
+        f = int(rng.integers(6))
+        g = int(rng.integers(5))
+        g = g + (g >= f)
+        accept = rng.random() < min(1.0, float(np.exp(V[f] - V[g])))
+        rows.append((f"S{f}", f"S{g}" if accept else None, None if accept else "wrong_sum", 1))
+    return rows
+
+
+def test_refit_is_a_pure_function_of_the_stored_prefix() -> None:
+    rows = _chain_rows(600)
+    V = estimate(rows)
+    assert len(V) == 6 and V["S0"] < V["S5"]  # downhill = low V: the states the chain flows into
+    assert np.corrcoef([V[f"S{i}"] for i in range(6)], np.arange(6) * 0.5)[0, 1] > 0.9
+    assert len(estimate(rows, "least-action")) == 6
+    g = Guide(Selection("potential", every=100))
+    for seq in (5, 0, 3, 2, 1, 4):  # any arrival order
+        g.add(seq, rows[seq])
+    with pytest.raises(DetbalError):
+        g.potential(100)  # seqs 6..99 are not stored yet
+    for seq in range(6, 600):
+        g.add(seq, rows[seq])
+    fit = g.potential(300)
+    assert fit == estimate(rows[:300])  # later attempts never enter an earlier refit
+    state, rec = g.choose([f"S{i}" for i in range(6)], 0.01, 300)
+    assert rec["rule"] == "potential" and rec["refit_at"] == 300 and rec["estimated"] == 6
+    assert state == "S0" or rec["V"] <= fit["S1"]  # u near 0 lands on a low-V state
+
+
+# -- the embedded model ----------------------------------------------------------
+
+def _local() -> None:
+    pytest.importorskip("llama_cpp")
+    from detbal.agents.backends.local import packaged_model_path
+
+    try:
+        packaged_model_path()
+    except DetbalError as exc:
+        pytest.skip(str(exc))
+
+
+def test_guided_words_on_the_embedded_model(tmp_path: Path) -> None:
+    _local()
+    store = tmp_path / "w.sqlite"
+    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
+           "--backend", "local", "--attempts", "16", "--concurrency", "2", "--seed", "4",
+           "--select", "potential", "--select-every", "4", "--select-tau", "0.5"]
+    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with RunStore(store, create=False) as s:
+        (run,) = s.runs()
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+    assert run.config["constrain"] is True
+    assert {k: run.config[k] for k in ("select", "select_tau", "select_every", "select_floor",
+                                       "select_estimator")} == {
+        "select": "potential", "select_tau": 0.5, "select_every": 4, "select_floor": 0.1,
+        "select_estimator": "likelihood"}
+    assert [r["seq"] for r in rows] == list(range(16))
+    for r in rows:
+        sel = json.loads(r["params"])["select"]
+        assert sel["rule"] == "potential" and sel["refit_at"] == refit_point(r["seq"], 4)
+        assert 0 < sel["p"] <= 1 and sel["candidates"] >= 1
+    # a different selection is a different run
+    uni = subprocess.run(cmd[:-6] + ["--select", "uniform"], check=False,
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert uni.returncode == 0, uni.stderr
+    with RunStore(store, create=False) as s:
+        runs = s.runs()
+        assert [r.config["select"] for r in runs] == ["potential", "uniform"]
+        first = json.loads(next(iter(s.iter_attempts([runs[1].id])))["params"])["select"]
+    assert first == {"rule": "uniform", "candidates": 1, "p": 1.0}
+
+
+@pytest.mark.slow
+def test_guided_fit_on_the_embedded_model(tmp_path: Path) -> None:
+    _local()
+    if not (DATA / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    store = tmp_path / "f.sqlite"
+    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
+           "--backend", "local", "--attempts", "9", "--islands", "1", "--population", "4",
+           "--starts", "10", "--max-tokens", "160", "--seed", "2", "--select", "potential",
+           "--select-every", "3", "--data-dir", str(DATA)]
+    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    with RunStore(store, create=False) as s:
+        (run,) = s.runs()
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+    assert run.config["select"] == "potential" and run.config["fit"]["select_every"] == 3
+    assert [r["seq"] for r in rows] == list(range(9))
+    for r in rows:
+        sel = json.loads(r["params"])["select"]
+        assert sel["rule"] == "potential" and sel["refit_at"] == refit_point(r["seq"] // 3 * 3, 3)
+
+
+# -- kill -9 under guidance ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeServer() as srv:
+        yield srv
+
+
+def test_kill_9_mid_guided_words_run_continues_the_same_selection(server, tmp_path) -> None:
+    store = tmp_path / "k.sqlite"
+    n, every, seed = 80, 5, 11
+    cmd = command(server, store, n, "--select", "potential", "--select-every", str(every),
+                  "--select-tau", "0.5")
+    cmd[cmd.index("--concurrency") + 1] = "1"
+    proc = start_and_wait(cmd, store, 22)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    killed_at = count(store)
+    assert 22 <= killed_at < n
+    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = sorted(check_complete(store, n), key=lambda r: r["seq"])
+    # every draw, before and after the kill, is the one the stored attempts before it imply
+    guide = Guide(Selection("potential", tau=0.5, every=every))
+    found = ["BUZZY"]
+    estimated = 0
+    for r in rows:
+        sel = json.loads(r["params"])["select"]
+        P = refit_point(r["seq"], every)
+        state, want = guide.choose(list(found), random.Random(f"{seed}:{r['seq']}").random(), P)
+        assert (r["source"], sel) == (state, want)
+        estimated = max(estimated, sel["estimated"])
+        guide.add(r["seq"], (r["source"], r["target"], r["escape"], r["count"]))
+        if r["target"] and r["target"] not in found:
+            found.append(r["target"])
+    assert estimated >= 2  # the potential did steer some draws
+
+
+def _guided_fit_config() -> FitConfig:
+    return FitConfig(islands=1, cycles=2, rounds=6, per_round=3, starts=12, population=4, seed=5,
+                     select="potential", select_every=6, select_tau=0.5)
+
+
+def _child(db: str) -> None:
+    """Run in a subprocess: the guided fit run, slowly, until killed."""
+    os.environ["DETBAL_DATA_DIR"] = str(DATA)
+    with RunStore(db) as store:
+        asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.1)], _guided_fit_config(),
+                            call=_bare_call))
+
+
+def _selections(store: RunStore, run_id: int) -> list[Any]:
+    return [json.loads(r["params"])["select"]
+            for r in sorted(store.iter_attempts([run_id]), key=lambda r: r["seq"])]
+
+
+def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
+    if not (DATA / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    monkeypatch.setenv("DETBAL_DATA_DIR", str(DATA))
+    cfg = _guided_fit_config()
+    db = tmp_path / "killed.db"
+    with RunStore(db) as store:
+        assert store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()}) == 1
+    proc = subprocess.Popen([sys.executable, __file__, str(db)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and count(db) < 14:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with RunStore(db) as store:
+        before = len(store.stored_seqs(1))
+        assert 14 <= before < 36
+        res = asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping()], cfg, call=_bare_call))
+        assert res.stored == 36 and res.committed == 36 - before
+        got, got_sel = _table(store, 1), _selections(store, 1)
+        ref = store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
+        asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=_bare_call))
+        want, want_sel = _table(store, ref), _selections(store, ref)
+    assert got == want and got_sel == want_sel
+    assert any(s["estimated"] >= 2 for s in got_sel)  # the potential was in play
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
