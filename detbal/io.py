@@ -271,6 +271,19 @@ def _parse_json(path: Path, text: str) -> list[_Row]:
 
 
 # -- export ---------------------------------------------------------------
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively (for ``json.dumps``)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def export_table(records: list[dict[str, Any]], columns: list[str], out: str | Path) -> Path:
     """Write ``records`` to CSV or Parquet, chosen by the suffix of ``out``."""
     out = Path(out)

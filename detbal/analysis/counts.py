@@ -11,14 +11,15 @@ Two normalisations (METHOD.md section 2):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from detbal.errors import DetbalError
-from detbal.store import CountRows
+from detbal.store import CountRows, RunStore
 
 if TYPE_CHECKING:
     from scipy import sparse
@@ -57,9 +58,18 @@ class TransitionCounts:
             raise DetbalError(f"state {state!r} does not occur in the data") from None
 
     @classmethod
-    def from_rows(cls, rows: CountRows | Sequence[tuple[str, str | None, str | None, int]]) -> TransitionCounts:
-        """Build counts from ``(source, target_or_None, escape_or_None, count)`` rows."""
-        items = rows.rows if isinstance(rows, CountRows) else tuple(rows)
+    def from_rows(
+        cls,
+        rows: CountRows | Iterable[tuple[str, str | None, int] | tuple[str, str | None, str | None, int]],
+    ) -> TransitionCounts:
+        """Counts from rows ``(source, target, count)`` or ``(source, target, escape, count)``.
+
+        A target of ``None`` (or ``""``) is an escape from the source; a target equal to
+        the source is a self-loop.  Rows may repeat an outcome (their counts add up).
+        ``rows`` may also be the :class:`~detbal.store.CountRows` that a store or file
+        reader returns.
+        """
+        items = rows.rows if isinstance(rows, CountRows) else tuple(_row(r) for r in rows)
         index: dict[str, int] = {}
         for source, target, _escape, _n in items:
             index.setdefault(source, len(index))
@@ -88,6 +98,10 @@ class TransitionCounts:
             src = dst = np.zeros(0, dtype=np.int64)
             count = np.zeros(0)
         return cls.from_arrays(tuple(index), src, dst, count, attempts, self_loops, escapes)
+
+    def __repr__(self) -> str:
+        return (f"TransitionCounts({self.n_states} states, {len(self.src)} edges,"
+                f" {self.total_attempts:g} attempts)")
 
     @classmethod
     def from_arrays(
@@ -120,7 +134,7 @@ class TransitionCounts:
             escapes=zeros if escapes is None else np.asarray(escapes, float),
         )
 
-    def count_matrix(self) -> "sparse.csr_matrix":
+    def count_matrix(self) -> sparse.csr_matrix:
         """N(g<-f) as a sparse matrix, rows = from f, columns = to g (no self-loops)."""
         from scipy import sparse
 
@@ -152,6 +166,10 @@ class Kernel:
     def states(self) -> tuple[str, ...]:
         return self.counts.states
 
+    def __repr__(self) -> str:
+        return (f"Kernel(n0={self.mode!r}, {int(np.count_nonzero(self.kept))} of {self.n_states} states kept,"
+                f" {len(self.src)} edges, total_attempts={self.total_attempts:g})")
+
     @property
     def n_states(self) -> int:
         return self.counts.n_states
@@ -170,7 +188,7 @@ class Kernel:
         out[has] = np.clip(1.0 - row_sum[has] - loops[has], 0.0, 1.0)
         return out
 
-    def matrix(self) -> "sparse.csr_matrix":
+    def matrix(self) -> sparse.csr_matrix:
         """T(g<-f) as a sparse matrix, rows = from f, columns = to g."""
         from scipy import sparse
 
@@ -189,6 +207,26 @@ class Kernel:
     def pair_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Edge indices ``(e_fg, e_gf)`` of every pair observed in both directions, f < g."""
         return reverse_pairs(self.src, self.dst, self.n_states)
+
+
+def _row(r: Sequence[object]) -> tuple[str, str | None, str | None, int]:
+    """One ``from_rows`` row as ``(source, target_or_None, escape_or_None, count)``."""
+    if len(r) == 3:
+        source, target, n = r
+        escape = None
+    elif len(r) == 4:
+        source, target, escape, n = r
+    else:
+        raise ValueError(f"rows: expected (source, target, count) or (source, target, escape, count), got {r!r}")
+    if not isinstance(source, str) or not (target is None or isinstance(target, str)):
+        raise ValueError(f"rows: source and target must be strings (target None for an escape), got {r!r}")
+    try:
+        count = int(n)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValueError(f"rows: count must be a non-negative integer, got {r!r}") from None
+    if count < 0 or count != n:
+        raise ValueError(f"rows: count must be a non-negative integer, got {r!r}")
+    return source, (target or None), (None if escape is None else str(escape)), count
 
 
 def reverse_index(src: np.ndarray, dst: np.ndarray, n_states: int) -> np.ndarray:
@@ -215,9 +253,21 @@ def _rates(count: np.ndarray, n0_source: np.ndarray, mode: str) -> np.ndarray:
     return np.minimum(1.0, T) if mode == "uniform" else T
 
 
+def load_counts(source: str | Path | RunStore) -> TransitionCounts:
+    """Transition counts from a run store (an open :class:`~detbal.store.RunStore` or its
+    path) or any importable file (CSV/TSV, JSON Lines, the paper's JSON, Parquet)."""
+    from detbal.io import load_count_rows
+
+    if isinstance(source, RunStore):
+        return TransitionCounts.from_rows(source.count_rows())
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"load_counts: expected a path or a RunStore, got {type(source).__name__}")
+    return TransitionCounts.from_rows(load_count_rows(source))
+
+
 def estimate_kernel(
     counts: TransitionCounts,
-    mode: N0Mode = "empirical",
+    n0: N0Mode = "empirical",
     *,
     min_source_count: float | None = None,
     total_attempts: float | None = None,
@@ -227,31 +277,32 @@ def estimate_kernel(
     ``total_attempts`` overrides the store's total (for imported counts that carry
     no escapes: the paper's Claude-4 example has 20,000 attempts over 5 states).
     ``min_source_count`` defaults to 1 in empirical mode (drop N0 <= 1) and 0 in
-    uniform mode.
+    uniform mode.  ``n0``: ``"empirical"`` or ``"uniform"`` (module docstring).
     """
+    mode = n0
     n = counts.n_states
     if n == 0:
         raise DetbalError("no states in the data")
     total = counts.total_attempts if total_attempts is None else float(total_attempts)
     if total_attempts is not None and total_attempts < counts.total_attempts:
         raise DetbalError(
-            f"--attempts {total_attempts:g} is smaller than the {counts.total_attempts:g}"
+            f"total_attempts={total_attempts:g} is smaller than the {counts.total_attempts:g}"
             " attempts recorded in the data"
         )
     if mode == "empirical":
         threshold = 1.0 if min_source_count is None else float(min_source_count)
-        n0 = counts.attempts.copy()
-        kept = n0 > threshold
+        n0_per_state = counts.attempts.copy()
+        kept = n0_per_state > threshold
     elif mode == "uniform":
         threshold = 0.0 if min_source_count is None else float(min_source_count)
-        n0 = np.full(n, total / n)
+        n0_per_state = np.full(n, total / n)
         kept = counts.attempts > threshold if threshold > 0 else np.ones(n, dtype=bool)
     else:
-        raise DetbalError(f"unknown N0 mode {mode!r}: use empirical or uniform")
+        raise DetbalError(f"unknown n0 mode {mode!r}: use n0='empirical' or n0='uniform'")
     keep_edge = kept[counts.src] & kept[counts.dst]
     src, dst, cnt = counts.src[keep_edge], counts.dst[keep_edge], counts.count[keep_edge]
-    T = _rates(cnt, n0[src], mode)
+    T = _rates(cnt, n0_per_state[src], mode)
     return Kernel(
-        counts=counts, mode=mode, n0=n0, src=src, dst=dst, count=cnt, T=T, kept=kept,
+        counts=counts, mode=mode, n0=n0_per_state, src=src, dst=dst, count=cnt, T=T, kept=kept,
         min_source_count=threshold, total_attempts=total,
     )

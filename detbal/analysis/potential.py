@@ -72,7 +72,16 @@ class PotentialFit:
         return np.array([f == "" for f in self.flags])
 
     def value(self, state: str) -> float:
-        return float(self.V[self.states.index(state)])
+        """V of ``state`` by name (NaN when the state is flagged: see :attr:`flags`)."""
+        try:
+            return float(self.V[self.states.index(state)])
+        except ValueError:
+            raise DetbalError(f"state {state!r} does not occur in the data") from None
+
+    def __repr__(self) -> str:
+        n_id = int(np.count_nonzero(np.isfinite(self.V)))
+        return (f"PotentialFit({n_id} of {len(self.states)} states identifiable, action={self.action:.4g},"
+                f" kernel={self.kernel!r}, beta={self.beta:g}, gauge={self.gauge!r})")
 
     def to_records(self) -> list[dict[str, object]]:
         """Rows ``state, V, stderr, sources, flag`` for potential.csv."""
@@ -122,7 +131,7 @@ def _components(kernel: Kernel, src: np.ndarray, dst: np.ndarray, positive: np.n
         if main < 0:
             raise DetbalError(
                 f"reference state {kernel.states[reference]!r} is beyond the measurable"
-                " range (on no observed cycle); choose another or use --gauge mean"
+                " range (on no observed cycle); choose another gauge state or gauge='mean'"
             )
     elif np.any(in_big):
         weight = np.bincount(label[in_big], minlength=len(sizes)).astype(float)

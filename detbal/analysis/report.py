@@ -1,34 +1,41 @@
-"""Figures (PNG, matplotlib Agg) and the Markdown report of ``detbal analyze``.
+"""Figures (PNG, matplotlib Agg) and the Markdown report of an analysis.
 
-Plotting is kept apart from the numerics: every function takes result objects
-and a path, and matplotlib is imported only here.  Figures are built on
-``matplotlib.figure.Figure`` directly (no pyplot, no backend switch, safe in a
-worker thread), with fixed margins instead of ``tight_layout`` and plain-text
-labels instead of mathtext (each cost about 0.1 s per figure), and at most
-:data:`MAX_POINTS` points per scatter plot: larger sets are drawn as a fixed
-random subset, and the title says so.  :class:`FigureMaker` draws them in a child
-process while the caller goes on computing (matplotlib's import alone is ~0.5 s).
+:func:`save_result` writes an :class:`~detbal.analysis.result.AnalysisResult`:
+summary.json, potential.csv, the figures and report.md.  The figures are drawn by
+:mod:`detbal.plot` (one drawing code path for notebooks and files) on
+``matplotlib.figure.Figure`` directly (no pyplot, no backend switch, safe in a worker
+thread), with fixed margins instead of ``tight_layout`` and plain-text labels instead
+of mathtext (each cost about 0.1 s per figure).  :class:`FigureMaker` draws them in a
+child process while the caller goes on computing (matplotlib's import alone is ~0.5 s):
+:data:`FIGURES` says what each figure needs, and :func:`draw_ready` starts those whose
+inputs exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detbal.analysis.balance import OneSidedTest, PairTest, TripletTest
-from detbal.analysis.counts import Kernel
-from detbal.analysis.nonequilibrium import Nonequilibrium
-from detbal.analysis.potential import PotentialFit
+from detbal import plot
+from detbal.io import export_table
+from detbal.plot import MAX_POINTS  # noqa: F401 - re-exported
+from detbal.plot import subset as _subset  # noqa: F401 - re-exported (tests)
+
+if TYPE_CHECKING:
+    from detbal.analysis.balance import OneSidedTest, PairTest, TripletTest
+    from detbal.analysis.counts import Kernel
+    from detbal.analysis.nonequilibrium import Nonequilibrium
+    from detbal.analysis.potential import PotentialFit
+    from detbal.analysis.result import AnalysisResult
 
 #: largest state space drawn as a transition diagram
-DIAGRAM_MAX_STATES = 30
-#: most points drawn in one scatter plot (a fixed random subset beyond)
-MAX_POINTS = 5000
+DIAGRAM_MAX_STATES = plot.LEVELS_MAX_STATES
 
 
 def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -46,161 +53,68 @@ def _finish(fig: Any, path: Path) -> Path:
     return path
 
 
-def _subset(n: int) -> tuple[np.ndarray, str]:
-    """Indices of the points to draw and a note for the title (empty when all are drawn)."""
-    if n <= MAX_POINTS:
-        return np.arange(n), ""
-    idx = np.sort(np.random.default_rng(0).choice(n, MAX_POINTS, replace=False))
-    return idx, f" ({MAX_POINTS:,} of {n:,} drawn)"
-
-
-def _diagonal(ax: Any, *values: np.ndarray, **style: Any) -> None:
-    """The line y = x across the range of ``values`` (with a margin)."""
-    lo = float(min(v.min() for v in values)) - 0.5
-    hi = float(max(v.max() for v in values)) + 0.5
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, **style)
-
-
 def plot_triplets(test: TripletTest, path: Path) -> Path | None:
-    """Backward vs forward log-path sums with error bars and the diagonal."""
+    """:func:`detbal.plot.triplets` to a file (None, and no file, without triplets)."""
     if test.n_triplets == 0:
         return None
     fig, ax = _figure((5, 5))
-    i, note = _subset(test.n_triplets)
-    ax.errorbar(test.L_fwd[i], test.L_bwd[i], xerr=np.sqrt(test.sigma2_fwd[i]),
-                yerr=np.sqrt(test.sigma2_bwd[i]), fmt="o", ms=3, alpha=0.6, elinewidth=0.7)
-    _diagonal(ax, test.L_fwd, test.L_bwd)
-    ax.set_xlabel("L_fwd = Σ log T  (f → g → h → f)")
-    ax.set_ylabel("L_bwd  (f → h → g → f)")
-    ax.set_title(f"{test.n_triplets} triplets, χ²/ndf = {test.chi2_per_ndf:.2f}{note}", fontsize=10)
+    plot.triplets(test, ax=ax)
     return _finish(fig, path)
 
 
 def plot_pairs(test: PairTest, path: Path) -> Path | None:
-    """log T(g<-f)/T(f<-g) against beta (V(f) - V(g))."""
+    """:func:`detbal.plot.pairs` to a file (None without pairs)."""
     if test.n_pairs == 0:
         return None
     fig, ax = _figure((5, 5))
-    i, note = _subset(test.n_pairs)
-    ax.errorbar(test.dV[i], test.log_ratio[i], yerr=test.sigma[i], fmt="o", ms=3, alpha=0.6,
-                elinewidth=0.7)
-    _diagonal(ax, test.dV, test.log_ratio, label="detailed balance")
-    ax.set_xlabel("β [V(f) − V(g)]")
-    ax.set_ylabel("log T(g ← f) / T(f ← g)")
-    ax.set_title(f"{test.n_pairs} pairs, r = {test.pearson_r:.3f}{note}", fontsize=10)
-    ax.legend(loc="upper left")
+    plot.pairs(test, ax=ax)
     return _finish(fig, path)
 
 
 def plot_one_sided(test: OneSidedTest, path: Path) -> Path | None:
-    """beta (V(f) - V(g)) of one-sided pairs against the bound log(T N0(g))."""
+    """:func:`detbal.plot.one_sided` to a file (None without one-sided pairs)."""
     if test.n_pairs == 0:
         return None
     fig, ax = _figure((5, 5))
-    i, note = _subset(test.n_pairs)
-    bound, dV = test.bound[i], test.dV[i]
-    within = dV >= bound
-    ax.scatter(bound[within], dV[within], s=8, alpha=0.6, label="within bound")
-    ax.scatter(bound[~within], dV[~within], s=8, alpha=0.6, c="C3", label="violates bound")
-    _diagonal(ax, test.bound, test.dV)
-    ax.set_xlabel("bound log[T(g ← f) N0(g)]")
-    ax.set_ylabel("β [V(f) − V(g)]")
-    ax.set_title(f"{test.n_pairs} one-sided pairs, {100 * test.fraction_within:.1f}% within{note}",
-                 fontsize=10)
-    ax.legend(loc="upper left")
+    plot.one_sided(test, ax=ax)
     return _finish(fig, path)
 
 
 def plot_histogram(beta_v: np.ndarray, mean: float, sigma: float, path: Path) -> Path | None:
-    """Histogram of beta*V with the fitted Gaussian."""
+    """Histogram of beta*V with the fitted Gaussian (:func:`detbal.plot.gaussian_histogram`)."""
     x = beta_v[np.isfinite(beta_v)]
     if len(x) < 2 or not math.isfinite(sigma) or sigma <= 0:
         return None
     fig, ax = _figure((6, 4))
-    bins = max(10, min(60, int(np.sqrt(len(x)) * 2)))
-    ax.hist(x, bins=bins, density=True, alpha=0.7)
-    grid = np.linspace(x.min(), x.max(), 200)
-    ax.plot(grid, np.exp(-0.5 * ((grid - mean) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)),
-            "k-", lw=1.5, label=f"Gaussian, σ = {sigma:.2f}")
-    ax.set_xlabel("β V")
-    ax.set_ylabel("density")
-    ax.legend()
+    plot.gaussian_histogram(beta_v, mean, sigma, ax=ax)
     return _finish(fig, path)
 
 
 def diagram_applies(kernel: Kernel) -> bool:
     """Whether :func:`plot_diagram` draws this kernel (1 to DIAGRAM_MAX_STATES kept states)."""
-    return 0 < int(np.count_nonzero(kernel.kept)) <= DIAGRAM_MAX_STATES
+    return plot.levels_apply(kernel)
 
 
 def plot_diagram(kernel: Kernel, fit: PotentialFit, path: Path) -> Path | None:
-    """Transition diagram of a small state space drawn on its potential levels."""
+    """Transition diagram of a small state space on its potential levels (:func:`detbal.plot.levels`)."""
     if not diagram_applies(kernel):
         return None
-    used = np.flatnonzero(kernel.kept)
-    finite = fit.V[np.isfinite(fit.V)]
-    top = float(finite.max()) + 1.5 if len(finite) else 1.0
-    bottom = float(finite.min()) - 1.5 if len(finite) else -1.0
-    y = np.where(np.isfinite(fit.V), fit.V,
-                 np.where(np.array([f in ("never_entered", "one_sided") for f in fit.flags]), top, bottom))
-    order = used[np.argsort(y[used], kind="stable")]
-    x = np.zeros(kernel.n_states)
-    x[order] = np.arange(len(order)) % 4 + 0.3 * (np.arange(len(order)) // 4)
     fig, ax = _figure((7, 5))
-    for e in range(len(kernel.src)):
-        f, g = kernel.src[e], kernel.dst[e]
-        down = y[f] > y[g]
-        ax.annotate("", xy=(x[g], y[g]), xytext=(x[f], y[f]),
-                    arrowprops={"arrowstyle": "->", "color": "C0" if down else "C3",
-                                "lw": 0.5 + 3.0 * float(kernel.T[e]), "alpha": 0.6,
-                                "connectionstyle": "arc3,rad=0.15"})
-    for i in used:
-        label = kernel.states[i] + ("" if fit.flags[i] == "" else f"\n({fit.flags[i]})")
-        ax.plot(x[i], y[i], "o", color="k", ms=6)
-        ax.annotate(label, (x[i], y[i]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.margins(x=0.25, y=0.08)
-    ax.set_ylabel("β V (flagged states drawn at the edges)")
-    ax.set_xticks([])
-    ax.set_title("transitions on potential levels (blue downhill, red uphill)")
+    plot.levels(None, ax=ax, kernel=kernel, potential=fit)
     return _finish(fig, path)
 
 
 def plot_cycle_affinities(ne: Nonequilibrium, path: Path, top: int = 25) -> Path | None:
     """Left: z = A / sigma of every 3-cycle and basis cycle against N(0, 1); right: the
     cycles that break detailed balance most, A with its 95% interval."""
-    t, b = ne.triangles, ne.basis
-    z = np.concatenate([t.z, b.z]) if len(t.z) or len(b.z) else np.zeros(0)
-    z = z[np.isfinite(z)]
-    if len(z) == 0:
+    if len(plot._z_scores(ne)) == 0:
         return None
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4.5))
     ax, ax2 = fig.subplots(1, 2)
-    lim = max(4.0, float(np.quantile(np.abs(z), 0.995)))
-    bins = np.linspace(-lim, lim, 41)
-    if len(t.z):
-        ax.hist(np.clip(t.z, -lim, lim), bins=bins, density=True, alpha=0.6, label=f"{len(t.z)} 3-cycles")
-    if len(b.z):
-        ax.hist(np.clip(b.z, -lim, lim), bins=bins, density=True, alpha=0.5, label=f"{len(b.z)} basis cycles")
-    grid = np.linspace(-lim, lim, 200)
-    ax.plot(grid, np.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k-", lw=1.2, label="N(0, 1): balance")
-    ax.set_xlabel("A / sigma(A)")
-    ax.set_ylabel("density")
-    ax.legend(loc="upper left", fontsize=8)
-    rows = ne.top_cycles(top)
-    y = np.arange(len(rows))[::-1]
-    A = np.array([r["affinity"] for r in rows])
-    err = 1.96 * np.array([r["sigma"] for r in rows])
-    colors = ["C0" if r["kind"] == "3-cycle" else "C1" for r in rows]
-    ax2.errorbar(A, y, xerr=err, fmt="none", ecolor=colors, elinewidth=1)
-    ax2.scatter(A, y, c=colors, s=12, zorder=3)
-    ax2.axvline(0.0, color="k", lw=0.8, ls="--")
-    ax2.set_yticks(y, [f"{r['kind']} ({r['length']})" for r in rows], fontsize=6)
-    ax2.set_xlabel("cycle affinity A (95% interval)")
-    ax2.set_title(f"{len(rows)} cycles breaking balance most (|A|/sigma)")
-    rms = ne.rms_affinity
-    ax.set_title(f"RMS affinity {rms.estimate:.2f} [{rms.ci_low:.2f}, {rms.ci_high:.2f}]")
+    plot.cycle_affinities(ne, ax=ax)
+    plot.top_cycles(ne, ax=ax2, top=top)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92, wspace=0.35)
     fig.savefig(path, dpi=110)
     return path
@@ -211,19 +125,100 @@ def plot_estimators(least_action: PotentialFit, likelihood: PotentialFit, path: 
     both = np.flatnonzero(np.isfinite(least_action.V) & np.isfinite(likelihood.V))
     if len(both) < 2:
         return None
-    idx, note = _subset(len(both))
-    sel = both[idx]
-    x = least_action.beta * least_action.V[sel]
-    y = likelihood.beta * likelihood.V[sel]
     fig, ax = _figure((5, 5))
-    ax.errorbar(x, y, yerr=likelihood.beta * np.nan_to_num(likelihood.stderr[sel]), fmt="o", ms=3,
-                alpha=0.5, elinewidth=0.6)
-    _diagonal(ax, x, y)
-    only = int(np.count_nonzero(np.isfinite(likelihood.V) & ~np.isfinite(least_action.V)))
-    ax.set_xlabel("beta V, least action")
-    ax.set_ylabel("beta V, likelihood (Laplace 1 sigma)")
-    ax.set_title(f"{len(both)} states in both{note}; {only} only in the likelihood fit", fontsize=9)
+    plot.estimators(None, ax=ax, least_action=least_action, likelihood=likelihood)
     return _finish(fig, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report: its file, caption, the result fields it needs, and how to
+    draw it to a path from them (``args``: the plotting function's arguments before the path)."""
+
+    key: str
+    file: str
+    caption: str
+    needs: tuple[str, ...]
+    draw: Callable[..., Path | None]
+    args: Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
+
+
+#: every figure, in summary.json's order; ``args`` returning None: not drawn for this result
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("triplets", "triplets.png", "Paper's 3-cycle test: backward vs forward log-path sums.",
+               ("triplet_test",), plot_triplets, lambda r: (r["triplet_test"],)),
+    FigureSpec("pairs", "pairs.png", "Pair test: log-ratio of the kernel against the potential difference.",
+               ("pair_test",), plot_pairs, lambda r: (r["pair_test"],)),
+    FigureSpec("one_sided", "one_sided.png", "One-sided pairs against their bound.",
+               ("one_sided",), plot_one_sided, lambda r: (r["one_sided"],)),
+    FigureSpec("histogram", "potential_histogram.png", "Distribution of beta V with its Gaussian fit.",
+               ("kernel", "potential", "potential_summary"), plot_histogram,
+               lambda r: (plot.histogram_values(r["kernel"], r["potential"]),
+                          r["potential_summary"].mean_beta_v, r["potential_summary"].sigma_beta_v)),
+    FigureSpec("diagram", "diagram.png", "Transition diagram on potential levels.",
+               ("kernel", "potential"), plot_diagram,
+               lambda r: (r["kernel"], light(r["potential"])) if diagram_applies(r["kernel"]) else None),
+    FigureSpec("cycles", "cycle_affinities.png",
+               "Cycle affinities: z-scores against balance, and the cycles breaking it most.",
+               ("nonequilibrium",), plot_cycle_affinities, lambda r: (r["nonequilibrium"],)),
+    FigureSpec("estimators", "estimators.png", "Likelihood potential against the least-action potential.",
+               ("potential", "likelihood"), plot_estimators,
+               lambda r: None if r["likelihood"] is None else
+               (light(r["potential"]), light(r["likelihood"].potential))),
+)
+#: the order of the figures in report.md
+REPORT_ORDER: tuple[str, ...] = ("triplets", "pairs", "one_sided", "histogram", "diagram", "estimators",
+                                 "cycles")
+
+
+def draw_ready(painter: FigureMaker, parts: Mapping[str, Any], out_dir: Path) -> None:
+    """Start every figure whose inputs are in ``parts`` and that ``painter`` has not started."""
+    for spec in FIGURES:
+        if spec.key in painter.started or not all(parts.get(n) is not None or n == "likelihood"
+                                                   for n in spec.needs):
+            continue
+        args = spec.args(parts)
+        if args is None:
+            painter.skip(spec.key)
+        else:
+            painter.draw(spec.key, spec.draw, *args, out_dir / spec.file)
+
+
+def _parts(result: AnalysisResult) -> dict[str, Any]:
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+
+def save_result(result: AnalysisResult, out_dir: Path, *, figures: bool = True,
+                painter: FigureMaker | None = None) -> dict[str, Any]:
+    """Write summary.json and potential.csv, and with ``figures`` the figures and report.md;
+    returns the summary written.  ``painter``: a :class:`FigureMaker` that may already be
+    drawing some figures (the rest are started here)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = result.to_dict()
+    table = result.potential_table()
+    export_table(table, list(table[0]) if table else ["state", "V", "stderr", "sources", "flag"],
+                 out_dir / "potential.csv")
+    drawn: dict[str, Path | None] = {}
+    if figures:
+        import time
+
+        start = time.perf_counter()
+        own = painter is None
+        painter = FigureMaker(background=False) if painter is None else painter
+        try:
+            draw_ready(painter, _parts(result), out_dir)
+            got = painter.results()
+        finally:
+            if own:
+                painter.close()
+        summary["timings"]["figures"] = round(time.perf_counter() - start, 4)
+        drawn = {spec.key: got.get(spec.key) for spec in FIGURES
+                 if spec.key in got or spec.key != "estimators"}
+        summary["figures"] = {key: p.name for key, p in drawn.items() if p is not None}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if figures:
+        write_report(out_dir, result, summary, drawn)
+    return summary
 
 
 def _preload() -> None:
@@ -251,6 +246,7 @@ class FigureMaker:
     def __init__(self, *, background: bool = True) -> None:
         self._pool: Any = None
         self._jobs: dict[str, tuple[Any, Callable[..., Path | None], tuple[Any, ...]]] = {}
+        self._skipped: set[str] = set()
         if background:
             try:
                 import multiprocessing
@@ -260,6 +256,15 @@ class FigureMaker:
                 self._pool.submit(_preload)
             except (OSError, ImportError, RuntimeError, ValueError):  # pragma: no cover - no processes
                 self._pool = None
+
+    @property
+    def started(self) -> set[str]:
+        """Keys drawn or being drawn, and those marked as not applying (:meth:`skip`)."""
+        return set(self._jobs) | self._skipped
+
+    def skip(self, key: str) -> None:
+        """Mark ``key`` as not drawn for this result (so it is not started later)."""
+        self._skipped.add(key)
 
     def draw(self, key: str, fn: Callable[..., Path | None], *args: Any) -> None:
         if self._pool is not None:
@@ -300,31 +305,33 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path | None],
-                 top_states: list[dict[str, Any]],
-                 side_by_side: list[dict[str, Any]] | None = None) -> Path:
-    """The Markdown report: settings, verdict, numbers, figures, lowest-potential states.
+def write_report(out_dir: Path, result: AnalysisResult, summary: Mapping[str, Any],
+                 figures: Mapping[str, Path | None]) -> Path:
+    """report.md: settings, verdict, numbers, figures, lowest-potential states.
 
-    ``side_by_side``: potential.csv's rows when the likelihood potential was fitted
-    (``V``, ``stderr`` (Laplace), ``stderr_bootstrap``, ``V_least_action``,
-    ``stderr_least_action``, ``sources``).
+    ``summary``: ``result.to_dict()`` as written to summary.json (with the figures'
+    timing); ``figures``: the files drawn, by :data:`FIGURES` key.
     """
+    table = result.potential_table()
+    lowest = sorted((r for r in table if r["flag"] == ""), key=lambda r: float(r["V"]))[:15]
+    top_states = None if result.likelihood is not None else lowest
+    side_by_side = lowest if result.likelihood is not None else None
     g = summary["detailed_balance"]["global"]
+    st, k, d = result.settings, result.kernel, summary["data"]
     t = summary["detailed_balance"]["triplet_paper"]
     p = summary["pair_test"]
     o = summary["one_sided"]
     s = summary["potential"]
     lines = [
         "# detbal analysis report", "",
-        f"Input: `{summary['input']}`  ",
-        f"Settings: kernel `{summary['settings']['kernel']}`, beta = {summary['settings']['beta']},"
-        f" N0 `{summary['settings']['n0']}`, min source count {summary['settings']['min_source_count']},"
-        f" bootstrap {summary['settings']['bootstrap']}, seed {summary['settings']['seed']}", "",
-        f"Data: {summary['data']['states']} states, {summary['data']['edges']} distinct transitions,"
-        f" {_fmt(summary['data']['total_attempts'])} attempts ({_fmt(summary['data']['escape_fraction'])}"
-        " escapes or self-loops), " f"{summary['data']['sources']} source states.", "",
+        f"Input: `{result.input}`  " if result.input else "Input: counts given in memory  ",
+        f"Settings: kernel `{st.penalty}`, beta = {st.beta}, N0 `{k.mode}`, min source count"
+        f" {k.min_source_count}, bootstrap {st.bootstrap}, seed {st.seed}", "",
+        f"Data: {k.n_states} states, {len(k.counts.src)} distinct transitions,"
+        f" {_fmt(k.total_attempts)} attempts ({_fmt(d['escape_fraction'])}"
+        f" escapes or self-loops), {k.n_sources} source states.", "",
         "## Detailed balance", "",
-        f"**Verdict: {summary['verdict']}**", "",
+        f"**Verdict: {result.verdict}**", "",
         "| test | pairs / triplets | chi^2 / ndf | p-value |", "|---|---|---|---|",
         f"| global (all independent cycles, df = {g['df']}) | {g['n_pairs']} pairs | {_fmt(g['chi2_per_df'])}"
         f" | {_p_phrase(g)}; asymptotic {_fmt(g['p_asymptotic'])} |",
@@ -361,18 +368,10 @@ def write_report(out_dir: Path, summary: dict[str, Any], figures: dict[str, Path
                   "|---|---|---|---|"]
         lines += [f"| `{r['state']}` | {r['V']} | {r['stderr'] or 'n/a'} | {r['sources']} |" for r in top_states]
         lines.append("")
-    captions = {
-        "triplets": "Paper's 3-cycle test: backward vs forward log-path sums.",
-        "pairs": "Pair test: log-ratio of the kernel against the potential difference.",
-        "one_sided": "One-sided pairs against their bound.",
-        "histogram": "Distribution of beta V with its Gaussian fit.",
-        "diagram": "Transition diagram on potential levels.",
-        "estimators": "Likelihood potential against the least-action potential.",
-        "cycles": "Cycle affinities: z-scores against balance, and the cycles breaking it most.",
-    }
+    captions = {spec.key: spec.caption for spec in FIGURES}
     lines += ["## Figures", ""]
-    for key, caption in captions.items():
-        fig = figures.get(key)
+    for key in REPORT_ORDER:
+        fig, caption = figures.get(key), captions[key]
         if fig is not None:
             lines += [f"![{caption}]({fig.name})", "", f"*{caption}*", ""]
     lines += ["## Timings (s)", "", " | ".join(f"{k}: {v:.2f}" for k, v in summary["timings"].items()), ""]
