@@ -35,7 +35,7 @@ from detbal.analysis.counts import estimate_kernel  # noqa: E402
 from detbal.analysis.potential import LeastActionPotential  # noqa: E402
 from detbal.evo import gp as gp_mod  # noqa: E402
 from detbal.evo import registry  # noqa: E402
-from detbal.evo.compare import planted_chain  # noqa: E402
+from detbal.systems import planted_chain  # noqa: E402
 
 FORMULA = "1.5*f1*f2 - f3**2"
 

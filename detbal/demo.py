@@ -11,7 +11,7 @@ Two studies run on the embedded SmolLM2-135M model (llama.cpp, no network, no ke
 Each study's store is analysed (:func:`detbal.analysis.pipeline.analyze`: kernel,
 detailed-balance tests, least-action potential); for the fitting study the
 49-parameter family and DEAP genetic programming are fitted to its transitions and
-compared with the numeric potential (:func:`detbal.evo.discover.discover`).  A
+compared with the numeric potential (:func:`detbal.evo.discover.discover_run`).  A
 ``README.md`` in the output folder tells a newcomer what each study found, and
 ``demo-config.json`` holds the resolved settings.
 
@@ -262,12 +262,12 @@ def _analyze(store: Path, out: Path, config: DemoConfig, ui: Any, *,
 
 
 def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) -> dict[str, Any]:
-    from detbal.evo.discover import discover
+    from detbal.evo.discover import discover_run
 
-    return discover(store, out, engine=engine, kind="ansatz", seed=config.seed,
-                    population=config.gp_population, generations=config.gp_generations,
-                    max_evals=config.family49_evals, targets="all", stored_features=False,
-                    require_identifiable=False, ui=ui)
+    settings = ({"population": config.gp_population, "generations": config.gp_generations}
+                if engine == "gp" else {"max_evals": config.family49_evals})
+    return discover_run(store, out, engine=engine, kind="ansatz", seed=config.seed, targets="all",
+                        stored_features=False, require_identifiable=False, ui=ui, **settings)
 
 
 # -- the README ---------------------------------------------------------------------------

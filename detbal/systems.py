@@ -13,6 +13,9 @@
 :func:`sample_agent` reproduces the agents' protocol (METHOD.md section 1): the
 source is drawn uniformly from the states found so far and several children
 are drawn from it; rejected moves are self-loops and escapes are recorded.
+
+:func:`planted_chain`: a reversible chain whose potential is a known formula of
+random state features (the ground truth of explicit-potential discovery).
 """
 
 from __future__ import annotations
@@ -216,3 +219,43 @@ def _observed(chain: SyntheticChain, edge_counts: np.ndarray, attempts: np.ndarr
         chain.labels, chain.src[seen], chain.dst[seen], edge_counts[seen], attempts,
         self_loops, escapes,
     )
+
+
+# -- a chain whose potential is a formula of state features -----------------------------
+@dataclass(frozen=True)
+class PlantedChain:
+    """Counts sampled from a Metropolis chain whose potential is ``formula(features)``."""
+
+    counts: TransitionCounts
+    features: object  # detbal.evo.features.FeatureMatrix
+    V: np.ndarray
+    formula: str
+
+
+def planted_chain(
+    n_states: int = 60,
+    formula: str = "1.6*f1 - f2**2",
+    *,
+    n_features: int = 3,
+    mean_degree: float = 6.0,
+    attempts_per_state: float = 400,
+    escape: float = 0.1,
+    seed: int = 0,
+) -> PlantedChain:
+    """Random N(0, 1) features ``f1..fk``; V = formula; Metropolis moves on a random graph.
+
+    the planted V goes into :func:`metropolis_chain`; every state makes ``attempts_per_state``
+    attempts (:func:`sample_fixed`).  For explicit-potential discovery (tests, benchmarks).
+    """
+    from detbal.evo import registry
+    from detbal.evo.features import FeatureMatrix
+
+    rng = np.random.default_rng(seed)
+    names = tuple(f"f{i + 1}" for i in range(n_features))
+    X = rng.normal(size=(n_states, n_features))
+    V = registry.to_numpy(registry.parse_formula(formula, names), names)(X)
+    chain = metropolis_chain(n_states, mean_degree=mean_degree, escape=escape, seed=seed + 1,
+                             potential=V)
+    counts = sample_fixed(chain, attempts_per_state, seed=seed + 2)
+    F = FeatureMatrix(names=names, X=X, states=counts.states, mode="fixed", kind="synthetic")
+    return PlantedChain(counts=counts, features=F, V=V - V.mean(), formula=formula)

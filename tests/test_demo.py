@@ -124,12 +124,12 @@ def _tree_store(path: Path) -> Path:
 def test_explicit_potential_of_a_study_without_cycles(tmp_path) -> None:
     """The demo fits explicit potentials even before any cycle is observed (only the
     comparison with the numeric potential needs one); plain discover still refuses."""
-    from detbal.evo.discover import discover
+    from detbal.evo.discover import discover_run
 
     store = _tree_store(tmp_path / "tree.sqlite")
     with pytest.raises(DetbalError, match="no state has an identifiable potential"):
-        discover(store, tmp_path / "strict", engine="family49", kind="ansatz", max_evals=20)
-    s = discover(store, tmp_path / "gp", engine="gp", kind="ansatz", population=20, generations=3,
+        discover_run(store, tmp_path / "strict", engine="family49", kind="ansatz", max_evals=20)
+    s = discover_run(store, tmp_path / "gp", engine="gp", kind="ansatz", population=20, generations=3,
                  targets="all", require_identifiable=False, seed=1)
     assert s["kernel"]["identifiable"] == 0 and s["kernel"]["edges"] == 9  # every edge out of a source
     c = s["comparison"]

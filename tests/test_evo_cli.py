@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from detbal.cli import main
-from detbal.evo.compare import planted_chain
+from detbal.systems import planted_chain
 from detbal.evo.pareto import COLUMNS
 from detbal.store import Attempt, RunStore
 
@@ -71,6 +71,22 @@ def test_discover_gp_writes_table_summary_and_figures(store: Path, tmp_path: Pat
     assert main(["-q", "compare", str(store), "--potential", str(out / "formulas.csv"),
                  "--out", str(out2), "--no-figures"]) == 0
     assert _summary(out2)["comparison"]["pearson"] == pytest.approx(s["comparison"]["pearson"])
+
+
+def test_discover_operon_smoke(store: Path, tmp_path: Path) -> None:
+    """The Julia-free regression engine from the command line: same files, same summary."""
+    pytest.importorskip("pyoperon")
+    out = tmp_path / "operon"
+    assert main(["-q", "discover", str(store), "--engine", "operon", "--out", str(out),
+                 "--generations", "10", "--population", "60", "--no-figures"]) == 0
+    s = _summary(out)
+    assert s["engine"] == "operon" and s["settings"]["population"] == 60
+    assert s["comparison"]["pearson"] > 0.8
+    rows = _rows(out / "formulas.csv")
+    assert rows and all(r["engine"] == "operon" for r in rows)
+    code = main(["-q", "discover", str(store), "--engine", "operon", "--operators", "neg",
+                 "--out", str(tmp_path / "bad")])
+    assert code == 2
 
 
 @pytest.mark.parametrize("potential", ["1.6*stored_f1 - stored_f2**2", "potentials"])

@@ -14,12 +14,12 @@ from detbal.evo import registry
 from detbal.evo.compare import (
     compare_potentials,
     heldout_split,
-    planted_chain,
     plot_comparison,
     plot_subgraph,
     resolve_potential,
 )
 from detbal.evo.pareto import Formula, write_table
+from detbal.systems import planted_chain
 
 TRUTH = "1.6*f1 - f2**2"
 

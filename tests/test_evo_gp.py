@@ -12,7 +12,7 @@ from detbal.analysis.counts import estimate_kernel
 from detbal.analysis.potential import LeastActionPotential
 from detbal.errors import DetbalError
 from detbal.evo import registry
-from detbal.evo.compare import planted_chain
+from detbal.systems import planted_chain
 from detbal.evo.gp import GPConfig, best_scale, primitive_set, run_gp
 from detbal.evo.pareto import Formula, pareto_front
 
@@ -138,11 +138,11 @@ def test_gp_recovers_planted_formula_within_5_percent(planted, kernel_name: str)
 
 
 def test_same_seed_same_result_and_global_random_untouched(planted) -> None:
-    random.seed(123)
-    before = random.random()
-    random.seed(123)
+    np_state, py_state = np.random.get_state(), random.getstate()
     a = _run(planted, seed=7, population=60, generations=6)
-    assert random.random() == before
+    assert random.getstate() == py_state
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
     b = _run(planted, seed=7, population=60, generations=6)
     assert [(f.sympy, f.action) for f in a.front] == [(f.sympy, f.action) for f in b.front]
     assert [h["best"] for h in a.history] == [h["best"] for h in b.history]

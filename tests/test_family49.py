@@ -13,15 +13,16 @@ from detbal.evo.family49 import (
     BOUNDS,
     DEFAULTS,
     PARAM_NAMES,
+    family_expression,
     family_potential,
-    family_potential_reference,
     fit_family49,
     param_array,
 )
-from detbal.evo.features import featurize
+from detbal.evo.features import FAMILY_COLUMNS, featurize
 from detbal.evo.tokenize import random_ansatz
 from detbal.evo.transitions import direction_stats, load_run
 from detbal.store import Attempt, RunStore
+from family49_reference import family_potential_reference
 
 EDGE_CASES = [
     "", "   ", "\t\n", "(", ")", "(((", ")))(((", "((param1)", "param1)", "param1 +", "+",
@@ -193,13 +194,33 @@ def test_cmaes_lowers_the_action_and_is_reproducible(kernel_name: str) -> None:
     assert a.summary()["direction"]["n"] == a.direction["n"]
 
 
-def test_cmaes_restores_the_global_rng() -> None:
+def test_cmaes_leaves_global_random_state_alone_and_takes_a_generator() -> None:
+    import random
+
     kernel, F = synthetic_kernel(n_states=30, seed=2)
-    np.random.seed(123)
-    expected = np.random.random()
-    np.random.seed(123)
-    fit_family49(F, kernel, method="cmaes", seed=9, max_evals=60)
-    assert np.random.random() == expected
+    np_state, py_state = np.random.get_state(), random.getstate()
+    a = fit_family49(F, kernel, method="cmaes", seed=9, max_evals=60)
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+    assert random.getstate() == py_state
+    b = fit_family49(F, kernel, method="cmaes", seed=np.random.default_rng(9), max_evals=60)
+    assert a.params == b.params and a.action == b.action
+
+
+@pytest.mark.parametrize("param_seed", [None, 1, 2])
+def test_family_formula_equals_the_engines(param_seed: int | None) -> None:
+    """The family as a registry formula: same values, parses back from its string, LaTeX."""
+    from detbal.evo import registry
+
+    params = None if param_seed is None else random_params(param_seed, 0.5)
+    F = featurize(EXPRESSIONS, "ansatz")
+    X = np.column_stack([F.column(c) for c in FAMILY_COLUMNS])
+    expr = family_expression(params)
+    expected = family_potential(F, params, engine="numpy")
+    np.testing.assert_allclose(registry.to_numpy(expr, FAMILY_COLUMNS)(X), expected, rtol=0, atol=1e-12)
+    again = registry.parse_formula(str(expr), FAMILY_COLUMNS)
+    np.testing.assert_allclose(registry.to_numpy(again, FAMILY_COLUMNS)(X), expected, rtol=0, atol=1e-12)
+    assert r"\max" in registry.latex(expr) and "fam" in registry.latex(expr)
 
 
 def test_scipy_fallback_lowers_the_action() -> None:

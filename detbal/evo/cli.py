@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: exit status when an optional engine is not installed
 EXIT_SKIPPED = 3
-ENGINES = ("gp", "family49", "pysr")
+ENGINES = ("gp", "family49", "operon", "pysr")
 
 
 def _positive_int(text: str) -> int:
@@ -52,7 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-source-count", type=float, default=None,
                    help="drop sources with N0 <= this (default 1 empirical, 0 uniform)")
     p.add_argument("--attempts", type=float, default=None, help="total attempts (uniform N0)")
-    p.add_argument("--kernel", choices=["exp", "softplus"], default="exp", help="action kernel K")
+    p.add_argument("--kernel", choices=["exp", "softplus"], default="exp", help="the action's penalty K")
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--mode", choices=["fixed", "paper"], default="fixed",
                    help="ansatz tokenizer for the features (paper = the published flaw)")
@@ -70,12 +70,16 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "discover", help="search for an explicit potential V(state features)",
         description="Search for an explicit potential: DEAP genetic programming (gp), the "
-                    "paper's 49-parameter family (family49) or PySR (pysr, needs Julia).",
+                    "paper's 49-parameter family (family49), pyoperon symbolic regression (operon) "
+                    "or PySR (pysr, needs Julia).",
     )
     _common(p)
     p.add_argument("--engine", choices=ENGINES, default="gp")
-    p.add_argument("--generations", type=_positive_int, default=30, help="GP generations")
-    p.add_argument("--population", type=_positive_int, default=200, help="GP population")
+    p.add_argument("--generations", type=_positive_int, default=None,
+                   help="GP / operon generations (default 30 / 100)")
+    p.add_argument("--population", type=_positive_int, default=None,
+                   help="GP / operon population (default 200 / 500)")
+    p.add_argument("--max-time", type=_positive_int, default=None, help="operon: stop after SECONDS")
     p.add_argument("--scheduler", default=None,
                    help="where GP fitness is evaluated: a Dask scheduler ADDRESS "
                         "(tcp://host:8786), 'processes[:N]' for a local pool; default in-process")
@@ -99,7 +103,7 @@ def register(subparsers: Any) -> None:
 # -- shared steps ------------------------------------------------------------------
 def _common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"n0": args.n0, "min_source_count": args.min_source_count, "attempts": args.attempts,
-            "kernel": args.kernel, "beta": args.beta, "mode": args.mode, "kind": args.kind,
+            "penalty": args.kernel, "beta": args.beta, "mode": args.mode, "kind": args.kind,
             "bootstrap": args.bootstrap, "holdout": args.holdout, "seed": args.seed,
             "figures": not args.no_figures}
 
@@ -114,7 +118,8 @@ def _check(args: argparse.Namespace) -> None:
 # -- discover ------------------------------------------------------------------------
 def discover(args: argparse.Namespace, ui: Any) -> int:
     """Handler of ``detbal discover``."""
-    from detbal.evo.discover import discover as run_discover
+    from detbal.evo.discover import discover_run
+    from detbal.evo.engines import make_engine
 
     _check(args)
     out = Path(args.out)
@@ -129,15 +134,27 @@ def discover(args: argparse.Namespace, ui: Any) -> int:
             ui.note(f"detbal: skipped: {status.message}")
             return EXIT_SKIPPED
         ui.note("detbal: running PySR (Julia) ...")
-    if args.engine == "gp" and args.population < 4:
+    if args.population is not None and args.population < 4:
         raise DetbalError(f"--population must be at least 4, got {args.population}")
-    ops = tuple(o.strip() for o in args.operators.split(",") if o.strip()) if args.operators else None
-    summary = run_discover(args.run, out, engine=args.engine, generations=args.generations,
-                           population=args.population, scheduler=args.scheduler, operators=ops,
-                           max_evals=args.max_evals, method=args.method, iterations=args.iterations,
-                           ui=ui, **_common_kwargs(args))
+    try:
+        engine = make_engine(args.engine, **_engine_settings(args))
+    except ValueError as exc:
+        raise DetbalError(str(exc)) from None
+    summary = discover_run(args.run, out, engine=engine, ui=ui, **_common_kwargs(args))
     _report(ui, summary, out)
     return 0
+
+
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of the chosen engine that were given on the command line."""
+    ops = tuple(o.strip() for o in args.operators.split(",") if o.strip()) if args.operators else None
+    given = {"gp": {"population": args.population, "generations": args.generations,
+                    "operators": ops, "scheduler": args.scheduler},
+             "family49": {"max_evals": args.max_evals, "method": args.method},
+             "operon": {"population": args.population, "generations": args.generations,
+                        "operators": ops, "max_time": args.max_time},
+             "pysr": {"iterations": args.iterations}}[args.engine]
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _report(ui: Any, summary: dict[str, Any], out: Path) -> None:

@@ -24,8 +24,8 @@ beside the numeric V_N of :class:`~detbal.analysis.potential.LeastActionPotentia
   beta_E that maximises the same likelihood on the training transitions.  V = 0
   (a coin weighted by exposure) is the reference.
 
-:func:`planted_chain` builds a reversible chain whose true potential is a known
-formula of random features (for tests and benchmarks).
+A reversible chain whose true potential is a known formula of random features
+(for tests and benchmarks) is :func:`detbal.systems.planted_chain`.
 """
 
 from __future__ import annotations
@@ -537,49 +537,8 @@ def _finish(fig: Any, path: Path) -> Path:
     return path
 
 
-# -- a chain with a planted formula ---------------------------------------------------------
-@dataclass(frozen=True)
-class PlantedChain:
-    """Counts sampled from a Metropolis chain whose potential is ``formula(features)``."""
-
-    counts: TransitionCounts
-    features: Any  # FeatureMatrix
-    V: np.ndarray
-    formula: str
-
-
-def planted_chain(
-    n_states: int = 60,
-    formula: str = "1.6*f1 - f2**2",
-    *,
-    n_features: int = 3,
-    mean_degree: float = 6.0,
-    attempts_per_state: float = 400,
-    escape: float = 0.1,
-    seed: int = 0,
-) -> PlantedChain:
-    """Random N(0, 1) features ``f1..fk``; V = formula; Metropolis moves on a random graph.
-
-    the planted V goes into :func:`detbal.systems.metropolis_chain`; every state makes ``attempts_per_state``
-    attempts (:func:`detbal.systems.sample_fixed`).
-    """
-    from detbal.evo import registry
-    from detbal.evo.features import FeatureMatrix
-    from detbal.systems import metropolis_chain, sample_fixed
-
-    rng = np.random.default_rng(seed)
-    names = tuple(f"f{i + 1}" for i in range(n_features))
-    X = rng.normal(size=(n_states, n_features))
-    V = registry.to_numpy(registry.parse_formula(formula, names), names)(X)
-    chain = metropolis_chain(n_states, mean_degree=mean_degree, escape=escape, seed=seed + 1,
-                             potential=V)
-    counts = sample_fixed(chain, attempts_per_state, seed=seed + 2)
-    F = FeatureMatrix(names=names, X=X, states=counts.states, mode="fixed", kind="synthetic")
-    return PlantedChain(counts=counts, features=F, V=V - V.mean(), formula=formula)
-
-
 __all__: Sequence[str] = [
-    "Comparison", "ExplicitPotential", "PlantedChain", "compare_potentials", "heldout_loglik",
-    "heldout_split", "plot_comparison", "plot_subgraph", "planted_chain", "resolve_potential",
+    "Comparison", "ExplicitPotential", "compare_potentials", "heldout_loglik",
+    "heldout_split", "plot_comparison", "plot_subgraph", "resolve_potential",
     "scale_for_action",
 ]

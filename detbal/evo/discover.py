@@ -1,11 +1,19 @@
-"""Explicit potentials of a recorded run, end to end: the library behind ``detbal discover``
-and ``detbal compare`` (and the demo's fitting study).
+"""Explicit potentials: :func:`discover`, the one entry for every engine, and the
+library behind ``detbal discover`` and ``detbal compare`` (and the demo's fitting study).
+
+In a notebook::
+
+    from detbal.evo.discover import discover
+    disc = discover(kernel, engine="gp", seed=0, features=F)   # or a Study, counts, a run file
+    disc.best.sympy, disc.best.latex, disc.front                # Formula rows, one registry
+    disc.compare()                                              # vs the numeric potential
+    disc.save("disc/")                                          # the files below
 
 :func:`load_study` reads a run store (or any file :func:`detbal.io.load_count_rows`
 accepts) into the kernel, the state features and the numeric (least-action)
-potential; :func:`search_gp`, :func:`search_family49` and :func:`search_pysr` run one
-engine on them; :func:`discover` and :func:`compare` do everything and write into
-an output directory:
+potential; :func:`discover` runs one engine (:mod:`detbal.evo.engines`) on a study
+and returns a frozen :class:`DiscoveryResult`; its :meth:`~DiscoveryResult.save`
+writes:
 
 * ``summary.json``: settings, the numeric action, the engine's result and the
   comparison of the best explicit potential with the numeric one;
@@ -13,7 +21,7 @@ an output directory:
   latex, engine);
 * ``potentials.csv``: state, numeric V, stderr, explicit V;
 * figures: ``compare.png`` (explicit vs numeric V), ``subgraph.png`` (frequent
-  states on the explicit potential) and, for searches, ``pareto.png``.
+  states on the explicit potential) and ``pareto.png``.
 
 Progress goes through an optional ``ui`` with ``ui.progress(total, desc, unit)``
 (the command line's :class:`detbal.cli.UI`); nothing here prints.
@@ -24,15 +32,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from detbal.errors import DetbalError
+from detbal.evo.engines import ENGINES as _ENGINE_TYPES
+from detbal.evo.engines import Engine, Search, make_engine, progress_bar
 
-ENGINES = ("gp", "family49", "pysr")
+#: engine names :func:`discover` accepts
+ENGINES: tuple[str, ...] = tuple(_ENGINE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -51,27 +60,6 @@ class Study:
                 "numeric_action": fit.action, "k0": fit.k0}
 
 
-@dataclass(frozen=True)
-class Search:
-    """One engine's outcome: rows of the Pareto table, the front, the best formula, the
-    explicit potential to compare (a formula or V per state) and engine details."""
-
-    formulas: list[Any]
-    front: list[Any]
-    best: Any
-    explicit: Any
-    details: dict[str, Any]
-
-
-@contextmanager
-def _no_bar() -> Iterator[Callable[..., Any]]:
-    yield lambda n=1, **postfix: None
-
-
-def _bar(ui: Any, total: int | None, desc: str, unit: str) -> AbstractContextManager[Callable[..., Any]]:
-    return ui.progress(total, desc, unit=unit) if ui is not None else _no_bar()
-
-
 def load_study(
     run: str | Path,
     *,
@@ -80,7 +68,7 @@ def load_study(
     attempts: float | None = None,
     kind: Literal["auto", "words", "ansatz"] = "auto",
     mode: Literal["fixed", "paper"] = "fixed",
-    kernel: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     bootstrap: int = 0,
     seed: int = 0,
@@ -103,111 +91,22 @@ def load_study(
     from detbal.evo.transitions import load_run
 
     if beta <= 0:
-        raise DetbalError(f"beta must be positive, got {beta}")
+        raise ValueError(f"beta must be positive, got {beta}")
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    with _bar(ui, None, "features", "state") as bar:
+    with progress_bar(ui, None, "features", "state") as bar:
         k, F = load_run(run, n0, min_source_count=min_source_count, total_attempts=attempts,
                         kind=kind, mode=mode, targets=targets,
                         stored_features=stored_features, progress=bar)
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    est = LeastActionPotential(kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed)
-    with _bar(ui, bootstrap or None, "numeric V", "rep") as bar:
+    est = LeastActionPotential(kernel=penalty, beta=beta, bootstrap=bootstrap, seed=seed)
+    with progress_bar(ui, bootstrap or None, "numeric V", "rep") as bar:
         fit = est.fit(k, progress=bar)
     timings["numeric_potential"] = time.perf_counter() - t
     if require_identifiable and not fit.identifiable.any():
         raise DetbalError(f"{run}: no state has an identifiable potential (no observed cycles)")
     return Study(k, F, fit, timings)
-
-
-def gp_features(F: Any, kernel: Any) -> tuple[Any, tuple[str, ...], dict[str, str]]:
-    """Feature columns for GP: identifiers, constant columns (over used states) dropped."""
-    import numpy as np
-
-    from detbal.evo import registry
-    from detbal.evo.compare import feature_rows
-
-    X = feature_rows(F, kernel.states)
-    used = np.unique(np.concatenate([kernel.src, kernel.dst]))
-    keep = [j for j in range(X.shape[1]) if np.ptp(X[used, j]) > 0]
-    if not keep:
-        raise DetbalError("every feature is constant over the states: nothing to build formulas from")
-    symbols = registry.symbol_names(F.names)
-    names = tuple(symbols[j] for j in keep)
-    mapping = {symbols[j]: F.names[j] for j in keep if symbols[j] != F.names[j]}
-    return X[:, keep], names, mapping
-
-
-def search_gp(study: Study, *, population: int = 200, generations: int = 30,
-              operators: Sequence[str] | None = None, scheduler: Any = None, kernel: str = "exp",
-              beta: float = 1.0, seed: int = 0, ui: Any = None) -> Search:
-    """DEAP genetic programming with the action as fitness (:func:`detbal.evo.gp.run_gp`)."""
-    from detbal.evo.gp import GPConfig, make_backend, run_gp
-
-    if population < 4:
-        raise DetbalError(f"population must be at least 4, got {population}")
-    k = study.kernel
-    X, names, mapping = gp_features(study.features, k)
-    config = GPConfig(population=population, generations=generations,
-                      **({"operators": tuple(operators)} if operators else {}))
-    backend = make_backend(scheduler)
-    try:
-        with _bar(ui, generations, "gp", "gen") as bar:
-            res = run_gp(X, names, k.src, k.dst, k.T, max(k.n_sources, 1), kernel=kernel, beta=beta,
-                         config=config, seed=seed, backend=backend, progress=bar)
-    finally:
-        backend.close()
-    details = {"evaluations": res.evaluations, "generations": res.generations, "seconds": res.seconds,
-               "features": list(names), "renamed_features": mapping,
-               "scheduler": getattr(backend, "name", "custom"), "history": list(res.history)}
-    return Search(list(res.formulas), list(res.front), res.best, res.best, details)
-
-
-def search_family49(study: Study, *, method: Literal["cmaes", "scipy"] = "cmaes", max_evals: int = 3000,
-                    kernel: str = "exp", beta: float = 1.0, seed: int = 0, ui: Any = None) -> Search:
-    """The paper's 49-parameter family, its parameters tuned to the action (ansatz states only)."""
-    import sympy
-
-    from detbal.evo.family49 import fit_family49
-    from detbal.evo.pareto import Formula
-
-    F = study.features
-    if F.kind != "ansatz":
-        raise DetbalError(f"the 49-parameter family needs ansatz states, not {F.kind} states"
-                          " (kind='ansatz' forces the ansatz features)")
-    with _bar(ui, max_evals, "family49", "eval") as bar:
-        res = fit_family49(F, study.kernel, method=method, seed=seed, kernel_name=kernel, beta=beta,
-                           max_evals=max_evals, progress=bar)
-    rows = [
-        Formula(expr=sympy.Symbol("family49_defaults"), names=(), complexity=49,
-                action=res.action_default, loss=res.action_default, engine="family49",
-                equation="49-parameter family, published defaults"),
-        Formula(expr=sympy.Symbol("family49_tuned"), names=(), complexity=49, action=res.action,
-                loss=res.action, engine="family49",
-                equation=f"49-parameter family, tuned ({res.method}, {res.n_evals} evaluations)"),
-    ]
-    details = {"action": res.action, "action_default": res.action_default, "method": res.method,
-               "n_evals": res.n_evals, "params": res.params, "direction": res.direction,
-               "direction_default": res.direction_default, "elapsed_s": res.elapsed_s}
-    return Search(rows, [], None, res.V, details)
-
-
-def search_pysr(study: Study, *, iterations: int = 40, kernel: str = "exp", beta: float = 1.0,
-                seed: int = 0) -> Search:
-    """PySR (needs Julia; check :func:`detbal.evo.pysr_engine.probe` first)."""
-    from detbal.evo.pareto import pareto_front
-    from detbal.evo.pysr_engine import PySRSettings, run_pysr
-
-    k = study.kernel
-    X, names, mapping = gp_features(study.features, k)
-    found = run_pysr(X, names, study.fit, k, kernel_name=kernel, beta=beta, seed=seed,
-                     settings=PySRSettings(niterations=max(1, iterations)))
-    if not found:
-        raise DetbalError("PySR returned no usable equation")
-    best = min(found, key=lambda f: (f.action, f.complexity))
-    return Search(sorted(found, key=lambda f: f.complexity), list(pareto_front(found)), best, best,
-                  {"features": list(names), "renamed_features": mapping})
 
 
 def formula_info(f: Any) -> dict[str, Any]:
@@ -216,79 +115,214 @@ def formula_info(f: Any) -> dict[str, Any]:
             "sympy": f.sympy, "latex": f.latex, "engine": f.engine}
 
 
+def study_of(data: Any, *, features: Any = None, penalty: str = "exp", beta: float = 1.0,
+             kind: Literal["auto", "words", "ansatz"] = "auto", mode: Literal["fixed", "paper"] = "fixed",
+             bootstrap: int = 0, seed: int = 0, require_identifiable: bool = True) -> Study:
+    """A :class:`Study` from a Study (returned as is), a :class:`~detbal.analysis.counts.Kernel`,
+    :class:`~detbal.analysis.counts.TransitionCounts` (empirical N0) or a run file.
+
+    ``features``: a :class:`~detbal.evo.features.FeatureMatrix` covering the kernel's
+    states; computed from the state strings (``kind``, ``mode``) when not given.
+    """
+    from detbal.analysis.counts import Kernel, TransitionCounts, estimate_kernel
+
+    if isinstance(data, Study):
+        return data
+    if isinstance(data, (str, Path)):
+        return load_study(data, kind=kind, mode=mode, penalty=penalty, beta=beta, bootstrap=bootstrap,
+                          seed=seed, require_identifiable=require_identifiable)
+    if isinstance(data, TransitionCounts):
+        data = estimate_kernel(data)
+    if not isinstance(data, Kernel):
+        raise TypeError(f"data must be a Study, Kernel, TransitionCounts or a run file path,"
+                         f" not {type(data).__name__}")
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    from detbal.analysis.potential import LeastActionPotential
+
+    if features is None:
+        from detbal.evo.features import featurize
+
+        features = featurize(data.states, kind, mode=mode)
+    t = time.perf_counter()
+    fit = LeastActionPotential(kernel=penalty, beta=beta, bootstrap=bootstrap, seed=seed).fit(data)
+    if require_identifiable and not fit.identifiable.any():
+        raise DetbalError("no state has an identifiable potential (no observed cycles)")
+    return Study(data, features, fit, {"numeric_potential": time.perf_counter() - t})
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """What :func:`discover` found, the same for every engine.
+
+    ``best`` and every row of ``front`` / ``formulas`` are
+    :class:`~detbal.evo.pareto.Formula` objects (``.sympy``, ``.latex``,
+    ``.complexity``, ``.action``, ``.evaluate``), exported through the one operator
+    registry; ``front`` is the (complexity, action) Pareto front, ``formulas`` every
+    row of the table.  ``V`` is the best formula on the kernel's states.
+    """
+
+    engine: str
+    best: Any
+    front: tuple[Any, ...]
+    formulas: tuple[Any, ...]
+    study: Study
+    details: dict[str, Any]
+    settings: dict[str, Any]
+    timings: dict[str, float]
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def kernel(self) -> Any:
+        return self.study.kernel
+
+    @property
+    def numeric_action(self) -> float:
+        return float(self.study.fit.action)
+
+    @property
+    def excess(self) -> float:
+        """Relative excess of the best formula's action over the numeric minimum."""
+        S0 = self.numeric_action
+        return self.best.action / S0 - 1.0 if S0 > 0 else math.nan
+
+    @property
+    def V(self) -> Any:
+        """The best formula's potential on the kernel's states (NaN where undefined)."""
+        from detbal.evo.compare import resolve_potential
+
+        if "V" not in self._cache:
+            self._cache["V"] = resolve_potential(self.best, self.kernel.states, self.study.features).V
+        return self._cache["V"]
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows of the Pareto table (:data:`detbal.evo.pareto.COLUMNS`), as ``formulas.csv``."""
+        from detbal.evo.pareto import table_rows
+
+        return table_rows(self.formulas)
+
+    def compare(self, potential: Any = None, *, holdout: float | None = None, seed: int | None = None) -> Any:
+        """The best formula beside a numeric potential (:func:`detbal.evo.compare.compare_potentials`).
+
+        ``potential``: a :class:`~detbal.analysis.potential.PotentialFit` of the same
+        kernel (or an object holding one as ``.fit``); the study's own least-action fit
+        when None.  ``holdout`` and ``seed`` default to the discovery's settings.
+        """
+        from detbal.evo.compare import compare_potentials
+
+        fit = self.study.fit if potential is None else getattr(potential, "fit", potential)
+        for attr in ("V", "identifiable", "component", "action", "stderr"):
+            if not hasattr(fit, attr):
+                raise ValueError(f"potential must be a PotentialFit of the kernel, got {type(potential).__name__}")
+        holdout = self.settings.get("holdout", 0.2) if holdout is None else holdout
+        seed = self.settings.get("seed", 0) if seed is None else seed
+        key = f"cmp:{id(fit)}:{holdout}:{seed}"
+        if key not in self._cache:
+            self._cache[key] = compare_potentials(
+                self.kernel, self.best, features=self.study.features, fit=fit,
+                kernel_name=self.settings.get("penalty", "exp"), beta=self.settings.get("beta", 1.0),
+                holdout=holdout, seed=seed)
+        return self._cache[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary (``summary.json`` without its file list): settings, kernel, engine
+        details, best formula, front and the comparison with the numeric potential."""
+        cmp = self.compare()
+        best = formula_info(self.best) | {"excess": self.excess if math.isfinite(self.excess) else None}
+        return {"engine": self.engine, "status": "ok", "settings": dict(self.settings),
+                "kernel": self.study.info(), self.engine: dict(self.details), "best": best,
+                "pareto": [formula_info(f) for f in self.front], "comparison": cmp.to_dict(),
+                "timings": dict(self.timings)}
+
+    def save(self, out: str | Path, *, figures: bool = True) -> dict[str, Any]:
+        """Write summary.json, formulas.csv, potentials.csv and the figures into ``out``;
+        returns the summary written (with ``files``)."""
+        t = time.perf_counter()
+        summary = self.to_dict()
+        summary["timings"]["compare"] = time.perf_counter() - t
+        write_outputs(Path(out), self.study, self.compare(), list(self.formulas), summary,
+                      figures=figures, front=list(self.front))
+        return summary
+
+
 def discover(
+    data: Any,
+    engine: str | Engine = "gp",
+    *,
+    seed: int = 0,
+    features: Any = None,
+    penalty: str = "exp",
+    beta: float = 1.0,
+    holdout: float = 0.2,
+    kind: Literal["auto", "words", "ansatz"] = "auto",
+    mode: Literal["fixed", "paper"] = "fixed",
+    ui: Any = None,
+    **settings: Any,
+) -> DiscoveryResult:
+    """Search for an explicit potential V(state features) with ``engine``.
+
+    ``data``: a :class:`Study` (:func:`load_study`), a kernel, transition counts or a
+    run file (see :func:`study_of`; ``features``, ``kind`` and ``mode`` only matter
+    when the study is built here).  ``engine``: ``"gp"``, ``"family49"``,
+    ``"operon"``, ``"pysr"`` or an :class:`~detbal.evo.engines.Engine`;
+    ``settings`` go to the engine (e.g. ``population=``, ``generations=`` for gp and
+    operon, ``max_evals=`` for family49, ``iterations=`` for pysr).  ``penalty``:
+    the action's K (``"exp"`` or ``"softplus"``); ``holdout``: fraction of attempts
+    held out by :meth:`DiscoveryResult.compare`.  Every engine returns the same
+    :class:`DiscoveryResult`.
+    """
+    _check(beta, holdout)
+    eng = make_engine(engine, **settings)
+    study = study_of(data, features=features, penalty=penalty, beta=beta, kind=kind, mode=mode, seed=seed)
+    t = time.perf_counter()
+    found: Search = eng.run(study, penalty=penalty, beta=beta, seed=seed, ui=ui)
+    timings = dict(study.timings) | {"search": time.perf_counter() - t}
+    config = {k: (",".join(v) if isinstance(v, tuple) else v) for k, v in vars(eng).items()
+              if k != "name" and not k.startswith("_")}
+    if not isinstance(config.get("scheduler", ""), (str, type(None))):
+        config["scheduler"] = type(config["scheduler"]).__name__
+    run_settings = {"engine": eng.name, "seed": seed, "penalty": penalty, "beta": beta,
+                    "holdout": holdout, **config}
+    return DiscoveryResult(engine=eng.name, best=found.best, front=tuple(found.front),
+                           formulas=tuple(found.formulas), study=study, details=dict(found.details),
+                           settings=run_settings, timings=timings)
+
+
+def discover_run(
     run: str | Path,
     out: str | Path,
     *,
-    engine: str = "gp",
+    engine: str | Engine = "gp",
     n0: Literal["empirical", "uniform"] = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
-    kernel: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     mode: Literal["fixed", "paper"] = "fixed",
     kind: Literal["auto", "words", "ansatz"] = "auto",
     bootstrap: int = 0,
     holdout: float = 0.2,
     seed: int = 0,
-    generations: int = 30,
-    population: int = 200,
-    scheduler: Any = None,
-    operators: Sequence[str] | None = None,
-    max_evals: int = 3000,
-    method: Literal["cmaes", "scipy"] = "cmaes",
-    iterations: int = 40,
     figures: bool = True,
     targets: Literal["kept", "all"] = "kept",
     stored_features: bool = True,
     require_identifiable: bool = True,
     ui: Any = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Search for an explicit potential of ``run`` with ``engine``, compare it with the numeric
-    one and write the outputs into ``out``; returns the summary (also ``out/summary.json``).
-    ``targets``, ``stored_features`` and ``require_identifiable``: see :func:`load_study`."""
-    if engine not in ENGINES:
-        raise DetbalError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    """:func:`load_study` of ``run``, :func:`discover` with ``engine`` and ``settings``, then
+    :meth:`DiscoveryResult.save` into ``out``; returns the summary (also ``out/summary.json``)."""
     _check(beta, holdout)
-    settings = {"run": str(run), "n0": n0, "min_source_count": min_source_count, "attempts": attempts,
-                "kernel": kernel, "beta": beta, "mode": mode, "kind": kind, "bootstrap": bootstrap,
-                "holdout": holdout, "seed": seed, "engine": engine, "generations": generations,
-                "population": population, "scheduler": scheduler,
-                "operators": ",".join(operators) if operators else None, "max_evals": max_evals,
-                "method": method, "iterations": iterations, "targets": targets,
-                "stored_features": stored_features}
-    if engine == "gp" and population < 4:
-        raise DetbalError(f"population must be at least 4, got {population}")
+    eng = make_engine(engine, **settings)
     study = load_study(run, n0=n0, min_source_count=min_source_count, attempts=attempts, kind=kind,
-                       mode=mode, kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed,
+                       mode=mode, penalty=penalty, beta=beta, bootstrap=bootstrap, seed=seed,
                        targets=targets, stored_features=stored_features,
                        require_identifiable=require_identifiable, ui=ui)
-    timings = dict(study.timings)
-    summary: dict[str, Any] = {"engine": engine, "status": "ok", "settings": settings,
-                               "kernel": study.info()}
-    t = time.perf_counter()
-    if engine == "gp":
-        found = search_gp(study, population=population, generations=generations, operators=operators,
-                          scheduler=scheduler, kernel=kernel, beta=beta, seed=seed, ui=ui)
-    elif engine == "family49":
-        found = search_family49(study, method=method, max_evals=max_evals, kernel=kernel, beta=beta,
-                                seed=seed, ui=ui)
-    else:
-        found = search_pysr(study, iterations=iterations, kernel=kernel, beta=beta, seed=seed)
-    timings["search"] = time.perf_counter() - t
-    summary[engine] = found.details
-    fit = study.fit
-    if found.best is not None:
-        summary["best"] = formula_info(found.best)
-        summary["best"]["excess"] = found.best.action / fit.action - 1.0 if fit.action > 0 else None
-    summary["pareto"] = [formula_info(f) for f in found.front]
-    t = time.perf_counter()
-    cmp = _compare(study, found.explicit, kernel, beta, holdout, seed)
-    timings["compare"] = time.perf_counter() - t
-    summary["comparison"] = cmp.to_dict()
-    summary["timings"] = timings
-    write_outputs(Path(out), study, cmp, found.formulas, summary, figures=figures, front=found.front)
-    return summary
+    res = discover(study, eng, seed=seed, penalty=penalty, beta=beta, holdout=holdout, ui=ui)
+    res.settings.update({"run": str(run), "n0": n0, "min_source_count": min_source_count,
+                         "attempts": attempts, "mode": mode, "kind": kind, "bootstrap": bootstrap,
+                         "targets": targets, "stored_features": stored_features})
+    return res.save(out, figures=figures)
 
 
 def compare(
@@ -299,7 +333,7 @@ def compare(
     n0: Literal["empirical", "uniform"] = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
-    kernel: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     mode: Literal["fixed", "paper"] = "fixed",
     kind: Literal["auto", "words", "ansatz"] = "auto",
@@ -316,13 +350,13 @@ def compare(
 
     _check(beta, holdout)
     settings = {"run": str(run), "n0": n0, "min_source_count": min_source_count, "attempts": attempts,
-                "kernel": kernel, "beta": beta, "mode": mode, "kind": kind, "bootstrap": bootstrap,
+                "penalty": penalty, "beta": beta, "mode": mode, "kind": kind, "bootstrap": bootstrap,
                 "holdout": holdout, "seed": seed, "potential": str(potential)}
     study = load_study(run, n0=n0, min_source_count=min_source_count, attempts=attempts, kind=kind,
-                       mode=mode, kernel=kernel, beta=beta, bootstrap=bootstrap, seed=seed, ui=ui)
+                       mode=mode, penalty=penalty, beta=beta, bootstrap=bootstrap, seed=seed, ui=ui)
     timings = dict(study.timings)
     t = time.perf_counter()
-    cmp = _compare(study, potential, kernel, beta, holdout, seed)
+    cmp = _compare(study, potential, penalty, beta, holdout, seed)
     timings["compare"] = time.perf_counter() - t
     summary: dict[str, Any] = {"status": "ok", "settings": settings, "kernel": study.info(),
                                "comparison": cmp.to_dict(), "timings": timings}
@@ -346,11 +380,11 @@ def _check(beta: float, holdout: float) -> None:
         raise DetbalError(f"holdout must be in [0, 1), got {holdout}")
 
 
-def _compare(study: Study, explicit: Any, kernel: str, beta: float, holdout: float, seed: int) -> Any:
+def _compare(study: Study, explicit: Any, penalty: str, beta: float, holdout: float, seed: int) -> Any:
     from detbal.evo.compare import compare_potentials
 
     return compare_potentials(study.kernel, explicit, features=study.features, fit=study.fit,
-                              kernel_name=kernel, beta=beta, holdout=holdout, seed=seed)
+                              kernel_name=penalty, beta=beta, holdout=holdout, seed=seed)
 
 
 def write_outputs(out: Path, study: Study, cmp: Any, formulas: list[Any], summary: dict[str, Any], *,

@@ -21,8 +21,10 @@ front are refined with scipy (Nelder-Mead over the constants, best scale inside)
 
 The ``map`` used for evaluation is swappable (:func:`make_backend`): the builtin
 map, a process pool, or a Dask cluster; results do not depend on it.  The same
-seed gives the same result on one machine (Python's ``random`` and numpy's global
-generator are seeded for the run and restored afterwards).
+seed gives the same result on one machine: DEAP's operators and this module draw
+from a private ``random.Random(seed)`` (swapped in for the run, see
+:func:`_private_random`); neither Python's global ``random`` nor numpy's global
+generator is used or touched.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ class DaskBackend:
         try:
             from distributed import Client
         except ImportError:  # pragma: no cover - dask is a declared extra
-            raise DetbalError("--scheduler needs dask: pip install 'dask[distributed]'") from None
+            raise DetbalError("a Dask scheduler address needs dask: pip install 'dask[distributed]'") from None
         try:
             client = Client(address, timeout=10)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -561,8 +563,6 @@ def run_gp(
                             max_scale=config.max_scale)
     own_backend = backend is None
     backend = backend or make_backend(scheduler)
-    np_state = np.random.get_state()
-    np.random.seed(seed % 2**32)
     t0 = time.perf_counter()
     with _private_random(seed):
         try:
@@ -599,7 +599,6 @@ def run_gp(
             hof_formulas = tuple(search.formula(h) for h in hof)
             front = pareto_front(list(hof_formulas) + [search.formula(t) for t in front_trees])
         finally:
-            np.random.set_state(np_state)
             if own_backend:
                 backend.close()
     return GPResult(

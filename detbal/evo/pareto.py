@@ -105,9 +105,13 @@ def write_table(formulas: Sequence[Formula], path: str | Path) -> Path:
     """
     from detbal.io import export_table
 
+    return export_table(table_rows(formulas), list(COLUMNS), path)
+
+
+def table_rows(formulas: Sequence[Formula]) -> list[dict[str, Any]]:
+    """One dict per formula with the columns :data:`COLUMNS` (``pareto``: on the front)."""
     front = {id(f) for f in pareto_front(formulas)}
-    rows = [f.row() | {"pareto": id(f) in front} for f in formulas]
-    return export_table(rows, list(COLUMNS), path)
+    return [f.row() | {"pareto": id(f) in front} for f in formulas]
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:
@@ -139,4 +143,4 @@ def best_row(rows: Sequence[dict[str, str]]) -> dict[str, str]:
     return min(rows, key=key)
 
 
-__all__ = ["COLUMNS", "Formula", "best_row", "pareto_front", "read_table", "write_table"]
+__all__ = ["COLUMNS", "Formula", "best_row", "pareto_front", "read_table", "table_rows", "write_table"]

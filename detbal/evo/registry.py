@@ -19,6 +19,10 @@ Protection (numpy and sympy agree by construction):
 * ``log(x) = log|x|`` where ``|x| > 1e-9``, else 0;
 * ``sqrt(x) = sqrt|x|``;
 * ``exp(x) = exp(min(x, 50))``.
+
+Three piecewise operators (``max``, ``min``, ``step``: 1 where x > 0, else 0) are
+there so that rule-based potentials such as the 49-parameter family are formulas
+too; they are not in the default GP set.
 """
 
 from __future__ import annotations
@@ -179,6 +183,74 @@ class pexp(sympy.Function):  # noqa: N801
         return _power(r"e^{%s}" % printer._print(self.args[0]), exp)
 
 
+def np_pmax(a: Any, b: Any) -> np.ndarray:
+    """Elementwise max(a, b)."""
+    return np.maximum(_f(a), _f(b))
+
+
+def np_pmin(a: Any, b: Any) -> np.ndarray:
+    """Elementwise min(a, b)."""
+    return np.minimum(_f(a), _f(b))
+
+
+def np_step(x: Any) -> np.ndarray:
+    """1 where x > 0, else 0 (NaN gives 0)."""
+    return np.where(_f(x) > 0.0, 1.0, 0.0)
+
+
+class pmax(sympy.Function):  # noqa: N801
+    """max(a, b), evaluated by numpy (``sympy.Max`` would not lambdify onto arrays)."""
+
+    nargs = 2
+    _imp_ = staticmethod(np_pmax)
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        x, y = _num(a), _num(b)
+        if x is not None and y is not None:
+            return a if x >= y else b
+        return None
+
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        a, b = self.args
+        return _power(r"\max\left(%s, %s\right)" % (printer._print(a), printer._print(b)), exp)
+
+
+class pmin(sympy.Function):  # noqa: N801
+    """min(a, b), evaluated by numpy."""
+
+    nargs = 2
+    _imp_ = staticmethod(np_pmin)
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        x, y = _num(a), _num(b)
+        if x is not None and y is not None:
+            return a if x <= y else b
+        return None
+
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        a, b = self.args
+        return _power(r"\min\left(%s, %s\right)" % (printer._print(a), printer._print(b)), exp)
+
+
+class step(sympy.Function):  # noqa: N801
+    """Indicator of x > 0 (1 or 0)."""
+
+    nargs = 1
+    _imp_ = staticmethod(np_step)
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        v = _num(x)
+        if v is not None:
+            return sympy.Integer(1 if v > 0 else 0)
+        return None
+
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        return _power(r"\mathbb{1}\left[%s > 0\right]" % printer._print(self.args[0]), exp)
+
+
 def _sym_sqrt(x: sympy.Expr) -> sympy.Expr:
     return sympy.sqrt(sympy.Abs(x))
 
@@ -215,6 +287,9 @@ def _ops() -> dict[str, Operator]:
         Operator("abs", 1, _np_abs, sympy.Abs, 2, "|a|"),
         Operator("sin", 1, _np_sin, sympy.sin, 3, "sin(a)"),
         Operator("cos", 1, _np_cos, sympy.cos, 3, "cos(a)"),
+        Operator("max", 2, np_pmax, pmax, 2, "max(a, b)"),
+        Operator("min", 2, np_pmin, pmin, 2, "min(a, b)"),
+        Operator("step", 1, np_step, step, 2, "1 where a > 0, else 0"),
     ]
     return {op.name: op for op in table}
 
@@ -227,7 +302,7 @@ DEFAULT_OPERATORS: tuple[str, ...] = ("add", "sub", "mul", "div", "neg", "square
 #: cost of a feature or a constant leaf
 LEAF_COST = 1
 #: the sympy functions standing for protected operators (for sympify)
-PROTECTED = {"pdiv": pdiv, "plog": plog, "pexp": pexp}
+PROTECTED = {"pdiv": pdiv, "plog": plog, "pexp": pexp, "pmax": pmax, "pmin": pmin, "step": step}
 
 
 def operators(names: Iterable[str] | None = None) -> tuple[Operator, ...]:
@@ -406,6 +481,11 @@ def from_sympy(expr: sympy.Expr) -> sympy.Expr:
             return pexp(args[0])
         if e.func is sympy.log:
             return plog(args[0])
+        if e.func in (sympy.Max, sympy.Min) and len(args) >= 2:
+            out, fn = args[0], pmax if e.func is sympy.Max else pmin
+            for a in args[1:]:
+                out = fn(out, a)
+            return out
         if e.is_Pow:
             base, ex = args
             if ex == sympy.Rational(1, 2) or ex == sympy.Float(0.5):
@@ -423,7 +503,8 @@ def sympy_complexity(expr: sympy.Expr) -> int:
     """Complexity of a sympy expression counted with the registry's costs (approximate)."""
     costs = {pdiv: OPERATORS["div"].cost, plog: OPERATORS["log"].cost, pexp: OPERATORS["exp"].cost,
              sympy.tanh: OPERATORS["tanh"].cost, sympy.Abs: OPERATORS["abs"].cost,
-             sympy.sin: OPERATORS["sin"].cost, sympy.cos: OPERATORS["cos"].cost}
+             sympy.sin: OPERATORS["sin"].cost, sympy.cos: OPERATORS["cos"].cost,
+             pmax: OPERATORS["max"].cost, pmin: OPERATORS["min"].cost, step: OPERATORS["step"].cost}
     total = 0
     for node in sympy.preorder_traversal(expr):
         if node.is_Atom:
@@ -465,6 +546,6 @@ def add_to_pset(pset: Any, names: Iterable[str] | None = None) -> None:
 __all__ = [
     "DEFAULT_OPERATORS", "EPS", "EXP_CLIP", "LEAF_COST", "OPERATORS", "Operator", "PROTECTED",
     "add_to_pset", "compile_code", "compile_tree", "complexity", "from_sympy", "is_constant",
-    "latex", "operators", "parse_formula", "pdiv", "pexp", "plog", "symbol_names", "sympy_locals",
+    "latex", "operators", "parse_formula", "pdiv", "pexp", "plog", "pmax", "pmin", "step", "symbol_names", "sympy_locals",
     "to_numpy", "tree_code", "tree_constants", "tree_string", "tree_to_sympy", "sympy_complexity",
 ]

@@ -1,0 +1,161 @@
+"""Discovery through the Python API: every engine returns the same DiscoveryResult."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detbal.analysis.counts import estimate_kernel
+from detbal.analysis.potential import LeastActionPotential
+from detbal.errors import DetbalError
+from detbal.evo import registry
+from detbal.evo.discover import DiscoveryResult, discover, study_of
+from detbal.evo.engines import ENGINES, GPEngine, make_engine
+from detbal.evo.pareto import COLUMNS, Formula
+from detbal.systems import planted_chain
+
+TRUTH = "1.6*f1 - f2**2"
+#: tiny budgets: seconds per engine
+BUDGET = {"gp": {"population": 60, "generations": 8},
+          "operon": {"population": 100, "generations": 20},
+          "pysr": {"iterations": 5}}
+
+
+@pytest.fixture(scope="module")
+def planted():
+    pc = planted_chain(60, TRUTH, seed=0)
+    return pc, estimate_kernel(pc.counts)
+
+
+@pytest.fixture(scope="module")
+def family_study():
+    """Ansatz states moving on a perturbed 49-parameter family (tests/test_family49.py)."""
+    from test_family49 import random_params, synthetic_kernel
+
+    from detbal.evo.family49 import family_potential
+
+    kernel, F = synthetic_kernel(n_states=80, seed=0)
+    return study_of(kernel, features=F), 1.5 * family_potential(F, random_params(0 + 5, 0.6))
+
+
+def _values(formula: Formula, features) -> np.ndarray:
+    names = registry.symbol_names(features.names)
+    return formula.evaluate(features.X[:, [names.index(n) for n in formula.names]])
+
+
+def _needs(engine: str) -> None:
+    if engine == "operon":
+        pytest.importorskip("pyoperon")
+    if engine == "pysr":
+        from detbal.evo.pysr_engine import probe
+
+        status = probe(timeout=20)
+        if not status.available:
+            pytest.skip(status.message)
+
+
+@pytest.mark.parametrize("engine", ["gp", "operon", "pysr"])
+def test_every_engine_returns_a_discovery_result_near_the_planted_potential(planted, engine: str) -> None:
+    _needs(engine)
+    pc, kernel = planted
+    res = discover(kernel, engine, features=pc.features, seed=0, **BUDGET[engine])
+    assert isinstance(res, DiscoveryResult) and res.engine == engine
+    assert isinstance(res.best, Formula) and res.front and res.best in res.formulas
+    assert np.corrcoef(_values(res.best, pc.features), pc.V)[0, 1] > 0.9
+    assert res.best.action <= 1.25 * res.numeric_action
+    assert res.best.action == min(f.action for f in res.formulas)
+    # V on the kernel's states is the best formula's
+    np.testing.assert_allclose(res.V, _values(res.best, pc.features))
+    c = res.compare()
+    assert c.metrics["pearson"] > 0.9
+
+
+def test_family49_result_is_a_real_formula(family_study) -> None:
+    study, V_true = family_study
+    res = discover(study, "family49", seed=1, max_evals=300)
+    assert isinstance(res, DiscoveryResult) and res.engine == "family49"
+    best = res.best
+    assert set(best.names) <= set(study.features.names) and "fam_length" in best.sympy
+    assert best.action == res.details["action"] < res.details["action_default"]
+    assert sorted(f.equation.split(", ")[1].split()[0] for f in res.formulas) == ["published", "tuned"]
+    # the formula is the tuned family: same V as the engine that was fitted
+    from detbal.evo.family49 import family_potential
+
+    F = study.features.take(study.features.rows(study.kernel.states))
+    np.testing.assert_allclose(res.V, family_potential(F, res.details["params"]), atol=1e-12)
+    assert np.corrcoef(res.V, V_true)[0, 1] > 0.8
+
+
+def test_pareto_table_exports_identically_to_sympy_and_latex(planted) -> None:
+    pc, kernel = planted
+    res = discover(kernel, "gp", features=pc.features, seed=2, **BUDGET["gp"])
+    rows = res.table()
+    assert len(rows) == len(res.formulas) and all(tuple(r) == COLUMNS or set(r) == set(COLUMNS) for r in rows)
+    assert sum(r["pareto"] for r in rows) == len(res.front)
+    for row, f in zip(rows, res.formulas):
+        again = registry.parse_formula(row["sympy"], f.names)
+        assert registry.latex(again) == row["latex"] == f.latex
+        np.testing.assert_allclose(registry.to_numpy(again, f.names)(pc.features.X),
+                                   f.evaluate(pc.features.X), rtol=1e-12)
+
+
+def test_save_writes_what_the_command_writes(planted, tmp_path: Path) -> None:
+    pc, kernel = planted
+    res = discover(kernel, "gp", features=pc.features, seed=0, **BUDGET["gp"])
+    summary = res.save(tmp_path / "disc", figures=False)
+    assert set(summary["files"]) == {"summary.json", "formulas.csv", "potentials.csv"}
+    on_disk = json.loads((tmp_path / "disc" / "summary.json").read_text())
+    assert on_disk["best"]["sympy"] == res.best.sympy and on_disk["engine"] == "gp"
+    assert on_disk["settings"]["population"] == 60 and on_disk["settings"]["seed"] == 0
+    with (tmp_path / "disc" / "formulas.csv").open() as fh:
+        assert [r["sympy"] for r in csv.DictReader(fh)] == [f.sympy for f in res.formulas]
+
+
+def test_compare_with_a_given_numeric_potential(planted) -> None:
+    pc, kernel = planted
+    res = discover(kernel, "gp", features=pc.features, seed=0, **BUDGET["gp"])
+    fit = LeastActionPotential(kernel="softplus").fit(kernel)
+    c = res.compare(fit, holdout=0)
+    assert c.metrics["action"]["numeric"] == pytest.approx(fit.action)
+    assert "heldout" not in c.metrics
+    with pytest.raises(ValueError, match="potential"):
+        res.compare("not a fit")
+
+
+@pytest.mark.parametrize("engine", ["gp", "family49", "operon"])
+def test_seeded_runs_repeat_and_leave_global_random_state_alone(planted, family_study, engine: str) -> None:
+    _needs(engine)
+    pc, kernel = planted
+    data = (family_study[0],) if engine == "family49" else (kernel,)
+    kw = {"max_evals": 60} if engine == "family49" else dict(BUDGET[engine], features=pc.features)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    a = discover(*data, engine, seed=5, **kw)
+    after = np.random.get_state()
+    assert random.getstate() == py_state
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+    b = discover(*data, engine, seed=5, **kw)
+    assert [(f.sympy, f.action) for f in a.formulas] == [(f.sympy, f.action) for f in b.formulas]
+
+
+def test_engine_settings_and_errors_name_parameters(planted) -> None:
+    pc, kernel = planted
+    assert set(ENGINES) == {"gp", "family49", "operon", "pysr"}
+    assert isinstance(make_engine("gp", population=10), GPEngine)
+    with pytest.raises(ValueError, match="max_evals"):
+        make_engine("gp", max_evals=10)
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        discover(kernel, "nope", features=pc.features)
+    with pytest.raises(ValueError, match="population must be at least 4"):
+        make_engine("gp", population=2)
+    with pytest.raises(DetbalError, match="holdout"):
+        discover(kernel, "gp", features=pc.features, holdout=1.5)
+    with pytest.raises(DetbalError, match="ansatz"):
+        discover(kernel, "family49", features=pc.features, max_evals=10)
+    # an engine instance works as a name does
+    res = discover(kernel, GPEngine(population=20, generations=2), features=pc.features)
+    assert res.settings["population"] == 20
