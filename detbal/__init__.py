@@ -11,6 +11,8 @@ and the language-model clients only where they are used.
 >>> res.potential.value("PERSONAL"), res.global_test.p_value, res.verdict
 >>> res.save("out/")                                   # summary.json, potential.csv, report.md, figures
 >>> detbal.plot.pairs(res, ax=ax)                      # draws on your Axes, returns it
+>>> disc = detbal.discover(kernel, engine="gp", seed=0)  # gp | family49 | operon | pysr
+>>> disc.best.sympy, disc.front, disc.compare(res.potential), disc.save("disc/")
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ _EXPORTS: dict[str, str] = {
     "PotentialFit": "detbal.analysis.potential",
     "RunStore": "detbal.store",
     "DetbalError": "detbal.errors",
+    "discover": "detbal.evo.discover",
+    "DiscoveryResult": "detbal.evo.discover",
 }
 #: public submodules (imported on first access)
 _MODULES: tuple[str, ...] = ("plot", "systems")
 
 __all__ = [
-    "AnalysisResult", "DetbalError", "Kernel", "PotentialFit", "RunStore", "TransitionCounts",
-    "__version__", "analyze", "estimate_kernel", "load_counts", "plot", "systems",
+    "AnalysisResult", "DetbalError", "DiscoveryResult", "Kernel", "PotentialFit", "RunStore",
+    "TransitionCounts", "__version__", "analyze", "discover", "estimate_kernel", "load_counts", "plot",
+    "systems",
 ]
 
 if TYPE_CHECKING:
@@ -54,6 +59,8 @@ if TYPE_CHECKING:
     from detbal.analysis.result import AnalysisResult as AnalysisResult
     from detbal.analysis.result import analyze as analyze
     from detbal.errors import DetbalError as DetbalError
+    from detbal.evo.discover import DiscoveryResult as DiscoveryResult
+    from detbal.evo.discover import discover as discover
     from detbal.store import RunStore as RunStore
 
 

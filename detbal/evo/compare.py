@@ -451,13 +451,13 @@ def _clean(obj: Any) -> Any:
 
 
 # -- figures ------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure with one axes, rendered by Agg when saved (no pyplot: the caller's
+    matplotlib backend is left alone)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
 
 
 def plot_comparison(cmp: Comparison, path: str | Path) -> Path | None:
@@ -465,12 +465,11 @@ def plot_comparison(cmp: Comparison, path: str | Path) -> Path | None:
     ok = cmp.identifiable
     if ok.sum() < 2:
         return None
-    plt = _pyplot()
     aff = cmp.metrics.get("affine") or {"scale": 1.0, "offset": 0.0}
     x = aff["scale"] * cmp.V_explicit[ok] + aff["offset"]
     y = cmp.V_numeric[ok]
     err = cmp.stderr[ok]
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig, ax = _figure((5.2, 5))
     ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0.0), fmt="o", ms=3, alpha=0.6,
                 elinewidth=0.7)
     lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
@@ -494,8 +493,7 @@ def plot_subgraph(kernel: Kernel, V: np.ndarray, path: str | Path, *, max_states
     inside = np.zeros(kernel.n_states, dtype=bool)
     inside[chosen] = True
     sel = inside[kernel.src] & inside[kernel.dst] & (kernel.T > threshold)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5.5))
+    fig, ax = _figure((7, 5.5))
     golden = (math.sqrt(5) - 1) / 2
     by_v = sorted(chosen, key=lambda i: V[i])
     xpos = {s: (k * golden) % 1.0 for k, s in enumerate(by_v)}
@@ -533,7 +531,6 @@ def _finish(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
     return path
 
 

@@ -419,13 +419,12 @@ def write_outputs(out: Path, study: Study, cmp: Any, formulas: list[Any], summar
 
 def plot_front(front: list[Any], s_min: float, path: Path) -> Path | None:
     """The Pareto front (complexity vs action) with the numeric minimum."""
-    from detbal.evo.compare import _finish, _pyplot
+    from detbal.evo.compare import _figure, _finish
 
     pts = [(f.complexity, f.action) for f in front if math.isfinite(f.action)]
     if not pts:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _figure((5.5, 4))
     xs, ys = zip(*pts)
     ax.step(xs, ys, where="post", color="tab:blue")
     ax.plot(xs, ys, "o", color="tab:blue", ms=4)
