@@ -1,6 +1,6 @@
 """Import transitions from files and export counts and attempts.
 
-Readers return :class:`~detbal.store.CountRows`; nothing touches a store until a
+Readers return :class:`~detbal.analysis.counts.CountRows`; nothing touches a store until a
 file has been read completely, so a bad file can never damage existing data.
 
 Accepted inputs:
@@ -25,8 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from detbal.analysis.counts import CountRows
 from detbal.errors import InputError
-from detbal.store import Attempt, CountRows, RunStore, is_run_store
+from detbal.store import Attempt, RunStore, is_run_store
 
 _Row = tuple[str, str | None, str | None, int]
 

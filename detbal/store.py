@@ -27,10 +27,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detbal import __version__
 from detbal.errors import DetbalError, InputError
+
+if TYPE_CHECKING:
+    from detbal.analysis.counts import CountRows
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +155,6 @@ class RunSummary:
     prompt_tokens: int
     completion_tokens: int
     escape_counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CountRows:
-    """Aggregated outcomes: ``(source, target_or_None, escape_or_None, count)`` rows."""
-
-    rows: tuple[tuple[str, str | None, str | None, int], ...]
-    label: str = ""
 
 
 class RunStore:
@@ -412,6 +407,8 @@ class RunStore:
 
     def count_rows(self, run_ids: Sequence[int] | None = None) -> CountRows:
         """Aggregated ``(source, target, escape, count)`` rows for the analysis."""
+        from detbal.analysis.counts import CountRows
+
         where, args = _run_filter(run_ids)
         rows = self._conn.execute(
             "SELECT s.text, t.text, a.\"escape\", SUM(a.count)"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detbal.analysis.counts import TransitionCounts, estimate_kernel, reverse_pairs
+from detbal.analysis.counts import (
+    CountRows,
+    TransitionCounts,
+    estimate_kernel,
+    reverse_pairs,
+)
 from detbal.errors import DetbalError
-from detbal.store import CountRows
 
 ROWS = (
     ("A", "B", None, 6),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from detbal.analysis.counts import CountRows
 from detbal.errors import InputError
-from detbal.store import ESCAPE_CATEGORIES, Attempt, CountRows, RunStore, utc_now
+from detbal.store import ESCAPE_CATEGORIES, Attempt, RunStore, utc_now
 
 
 @pytest.fixture

@@ -19,12 +19,22 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from detbal.errors import DetbalError
-from detbal.store import CountRows, RunStore
 
 if TYPE_CHECKING:
     from scipy import sparse
 
+    from detbal.store import RunStore
+
 N0Mode = Literal["empirical", "uniform"]
+
+
+@dataclass(frozen=True)
+class CountRows:
+    """Aggregated outcomes as the store and the file readers return them:
+    ``(source, target_or_None, escape_or_None, count)`` rows and where they came from."""
+
+    rows: tuple[tuple[str, str | None, str | None, int], ...]
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class TransitionCounts:
 
         A target of ``None`` (or ``""``) is an escape from the source; a target equal to
         the source is a self-loop.  Rows may repeat an outcome (their counts add up).
-        ``rows`` may also be the :class:`~detbal.store.CountRows` that a store or file
+        ``rows`` may also be the :class:`CountRows` that a store or file
         reader returns.
         """
         items = rows.rows if isinstance(rows, CountRows) else tuple(_row(r) for r in rows)
@@ -257,6 +267,7 @@ def load_counts(source: str | Path | RunStore) -> TransitionCounts:
     """Transition counts from a run store (an open :class:`~detbal.store.RunStore` or its
     path) or any importable file (CSV/TSV, JSON Lines, the paper's JSON, Parquet)."""
     from detbal.io import load_count_rows
+    from detbal.store import RunStore
 
     if isinstance(source, RunStore):
         return TransitionCounts.from_rows(source.count_rows())
