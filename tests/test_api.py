@@ -41,7 +41,7 @@ def test_import_is_light_and_names_are_public() -> None:
         detbal.no_such_name  # noqa: B018
 
 
-def test_claude4_worked_example_through_the_api(claude_counts) -> None:
+def test_claude4_worked_example_through_the_api(claude_counts, tmp_path: Path) -> None:
     """The paper's numbers: V(PERSONAL) - V(ATTITUDE) = 4.07, V(PROBLEMS) - V(ATTITUDE) = 5.18."""
     with open(Path(__file__).parent / "data" / "claude4.csv", newline="") as fh:
         rows = [(r["source"], r["target"], int(r["count"])) for r in csv.DictReader(fh)]
@@ -60,6 +60,9 @@ def test_claude4_worked_example_through_the_api(claude_counts) -> None:
     assert np.isnan(v("BUZZY"))
     with pytest.raises(DetbalError, match="NOWHERE"):
         v("NOWHERE")
+    res.save(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "r = n/a" in report and "None" not in report  # undefined numbers read n/a, not None
 
 
 def test_from_rows_reads_escapes_self_loops_and_rejects_bad_rows() -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from detbal.analysis.counts import Kernel
     from detbal.analysis.nonequilibrium import Nonequilibrium
     from detbal.analysis.potential import PotentialFit
+    from detbal.analysis.pvalues import BootstrapPValue
     from detbal.analysis.result import AnalysisResult
 
 #: largest state space drawn as a transition diagram
@@ -316,31 +317,30 @@ def write_report(out_dir: Path, result: AnalysisResult, summary: Mapping[str, An
     lowest = sorted((r for r in table if r["flag"] == ""), key=lambda r: float(r["V"]))[:15]
     top_states = None if result.likelihood is not None else lowest
     side_by_side = lowest if result.likelihood is not None else None
-    g = summary["detailed_balance"]["global"]
-    st, k, d = result.settings, result.kernel, summary["data"]
-    t = summary["detailed_balance"]["triplet_paper"]
-    p = summary["pair_test"]
-    o = summary["one_sided"]
-    s = summary["potential"]
+    g, t, dev = result.global_test, result.triplet_test, result.deviance
+    pt, o, s = result.pair_test, result.one_sided, result.potential_summary
+    st, k = result.settings, result.kernel
     lines = [
         "# detbal analysis report", "",
         f"Input: `{result.input}`  " if result.input else "Input: counts given in memory  ",
         f"Settings: kernel `{st.penalty}`, beta = {st.beta}, N0 `{k.mode}`, min source count"
         f" {k.min_source_count}, bootstrap {st.bootstrap}, seed {st.seed}", "",
         f"Data: {k.n_states} states, {len(k.counts.src)} distinct transitions,"
-        f" {_fmt(k.total_attempts)} attempts ({_fmt(d['escape_fraction'])}"
+        f" {_fmt(k.total_attempts)} attempts ({_fmt(summary['data']['escape_fraction'])}"
         f" escapes or self-loops), {k.n_sources} source states.", "",
         "## Detailed balance", "",
         f"**Verdict: {result.verdict}**", "",
         "| test | pairs / triplets | chi^2 / ndf | p-value |", "|---|---|---|---|",
-        f"| global (all independent cycles, df = {g['df']}) | {g['n_pairs']} pairs | {_fmt(g['chi2_per_df'])}"
-        f" | {_p_phrase(g)}; asymptotic {_fmt(g['p_asymptotic'])} |",
-        f"| paper's 3-cycle test | {t['n_triplets']} triplets | {_fmt(t['chi2_per_ndf'])} |"
-        f" {_p_phrase({**t, 'p_value': t['p_value_bootstrap']})} |",
-        *_deviance_row(summary["detailed_balance"].get("deviance")),
-        f"| pair test vs potential | {p['n_pairs']} pairs | {_fmt(p['chi2_per_ndf'])} | r = {_fmt(p['pearson_r'])} |",
+        f"| global (all independent cycles, df = {g.df}) | {g.n_pairs} pairs | {_fmt(g.chi2_per_df)}"
+        f" | {_p_phrase(g.p, g.p_value, g.n_bootstrap)}; asymptotic {_fmt(g.p_asymptotic)} |",
+        f"| paper's 3-cycle test | {t.n_triplets} triplets | {_fmt(t.chi2_per_ndf)} |"
+        f" {_p_phrase(t.p, t.p_value, 0)} |",
+        f"| deviance G^2 of quasi-symmetry (df = {dev.df}) | {dev.n_pairs} pairs |"
+        f" {_fmt(dev.deviance / dev.df if dev.df > 0 else math.nan)} | {_p_phrase(dev.p, dev.p_value, 0)};"
+        f" asymptotic {_fmt(dev.p_asymptotic)} |",
+        f"| pair test vs potential | {pt.n_pairs} pairs | {_fmt(pt.chi2_per_ndf)} | r = {_fmt(pt.pearson_r)} |",
         "",
-        f"One-sided pairs: {o['n_pairs']}, of which {_fmt(100 * o['fraction_within_bound'] if o['n_pairs'] else math.nan)}%"
+        f"One-sided pairs: {o.n_pairs}, of which {_fmt(100 * o.fraction_within if o.n_pairs else math.nan)}%"
         " respect the bound V(f) - V(g) >= log(T(g<-f) N0(g)).", "",
         "The paper's 3-cycle statistic overstates variances (source counts cancel in a cycle) and"
         " shares edges between triplets, so its chi^2/ndf sits below 1 on reversible chains; the"
@@ -351,18 +351,19 @@ def write_report(out_dir: Path, result: AnalysisResult, summary: Mapping[str, An
         " the data, a bootstrap p-value is only bounded by 1/(R+1); the report then gives a tail"
         " estimate (a scaled chi^2 fitted by moments to the simulated statistics) beside the bound.", "",
         "## Least-action potential", "",
-        f"Action S = {_fmt(s['action'], 4)} (K(0) = {_fmt(s['K0'], 4)}); width of beta*V over"
-        f" {s['width_states']} states sampled more than once: sigma = {_fmt(s['sigma_beta_V'])},"
-        f" expected minimal action K(0)/(sqrt(pi) sigma) = {_fmt(s['expected_min_action_gaussian'])}.",
-        f"Of {s['strong_transitions']} transitions with T > 0.05, {_fmt(100 * s['downhill_fraction'] if s['strong_transitions'] else math.nan)}%"
-        " go downhill in V.", "",
-        "States: " + ", ".join(f"{k}: {v}" for k, v in sorted(s["flags"].items())) + ".",
+        f"Action S = {_fmt(s.action, 4)} (K(0) = {_fmt(s.k0, 4)}); width of beta*V over"
+        f" {s.n_width_states} states sampled more than once: sigma = {_fmt(s.sigma_beta_v)},"
+        f" expected minimal action K(0)/(sqrt(pi) sigma) = {_fmt(s.expected_action)}.",
+        f"Of {s.n_strong_transitions} transitions with T > 0.05,"
+        f" {_fmt(100 * s.downhill_fraction if s.n_strong_transitions else math.nan)}% go downhill in V.", "",
+        "States: " + ", ".join(f"{flag}: {n}" for flag, n in sorted(s.flag_counts.items())) + ".",
         "Flagged states are beyond the measurable range (never entered, never left, on no"
         " observed cycle, in another component, or further than log(total attempts) from the"
         " median of the main component) and get no number in potential.csv.", "",
     ]
     lines += _likelihood_section(summary.get("likelihood_potential"), side_by_side)
-    lines += _nonequilibrium_section(summary.get("nonequilibrium"))
+    ne = result.nonequilibrium
+    lines += _nonequilibrium_section({**ne.as_dict(), "top_cycles": ne.top_cycles(10, k.states)})
     if top_states and not side_by_side:
         lines += ["Lowest-potential identifiable states:", "", "| state | beta V | stderr | attempts |",
                   "|---|---|---|---|"]
@@ -380,19 +381,14 @@ def write_report(out_dir: Path, result: AnalysisResult, summary: Mapping[str, An
     return path
 
 
-def _p_phrase(d: dict[str, Any]) -> str:
+def _p_phrase(p: BootstrapPValue | None, value: float, n_simulations: int) -> str:
     """A bootstrap p-value as the report states it: simulated, or bound and tail estimate."""
-    if d.get("p_value_method") == "scaled_chi2_tail":
-        return (f"{_fmt(d['p_value'])} (tail estimate: scaled chi^2 fitted to {d['n_simulations']} sims,"
-                f" none as extreme; bound p < {_fmt(d['p_upper_bound'])})")
-    return f"{_fmt(d.get('p_value'))} (bootstrap, {d.get('n_simulations', d.get('n_bootstrap', 0))} sims)"
+    from detbal.analysis.pvalues import TAIL
 
-
-def _deviance_row(d: dict[str, Any] | None) -> list[str]:
-    if not d:
-        return []
-    return [f"| deviance G^2 of quasi-symmetry (df = {d['df']}) | {d['n_pairs']} pairs |"
-            f" {_fmt(d['deviance_per_df'])} | {_p_phrase(d)}; asymptotic {_fmt(d['p_asymptotic'])} |"]
+    if p is not None and p.method == TAIL:
+        return (f"{_fmt(value)} (tail estimate: scaled chi^2 fitted to {p.n_simulations} sims,"
+                f" none as extreme; bound p < {_fmt(p.bound)})")
+    return f"{_fmt(value)} (bootstrap, {n_simulations if p is None else p.n_simulations} sims)"
 
 
 def _likelihood_section(d: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> list[str]:
