@@ -183,13 +183,6 @@ class Guide:
     def add(self, seq: int, row: Row) -> None:
         self.rows[int(seq)] = row
 
-    def stored_prefix(self) -> int:
-        """The number of leading seqs 0, 1, ... that are stored."""
-        n = 0
-        while n in self.rows:
-            n += 1
-        return n
-
     def potential(self, P: int) -> dict[str, float]:
         """beta V fitted on the attempts with seq < P (cached per P)."""
         fit = self._fits.get(P)
