@@ -159,3 +159,45 @@ def test_engine_settings_and_errors_name_parameters(planted) -> None:
     # an engine instance works as a name does
     res = discover(kernel, GPEngine(population=20, generations=2), features=pc.features)
     assert res.settings["population"] == 20
+
+
+def test_pysr_equations_become_scored_formulas_without_julia(planted, monkeypatch) -> None:
+    """The conversion of PySR's table (Julia cannot run here): a stand-in regressor reports
+    equations in PySR's columns; each becomes a registry Formula scored by the action."""
+    import sys
+    import types
+
+    from detbal.evo.engines import gp_features
+    from detbal.evo.pysr_engine import PySRStatus, run_pysr
+
+    class Table:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def iterrows(self):
+            return enumerate(self.rows)
+
+    class FakeRegressor:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+        def fit(self, X, y, weights=None, variable_names=None):
+            self.equations_ = Table([
+                {"sympy_format": "f1", "equation": "f1", "loss": 1.0, "complexity": 1},
+                {"sympy_format": "1.6*f1 - f2**2", "equation": "1.6*f1 - f2^2", "loss": 0.1,
+                 "complexity": 7},
+                {"sympy_format": "((", "equation": "broken", "loss": 9.0, "complexity": 2},
+            ])
+
+    monkeypatch.setitem(sys.modules, "pysr", types.SimpleNamespace(PySRRegressor=FakeRegressor))
+    for var in ("PYTHON_JULIAPKG_OFFLINE", "PYTHON_JULIAPKG_EXE"):  # run_pysr sets them
+        monkeypatch.setenv(var, "")
+    pc, kernel = planted
+    study = study_of(kernel, features=pc.features)
+    X, names, _ = gp_features(study.features, kernel)
+    found = run_pysr(X, names, study.fit, kernel, status=PySRStatus(True, "ok", "julia", "1.10"))
+    assert [f.equation for f in found] == ["f1", "1.6*f1 - f2^2"]
+    truth = found[1]
+    assert truth.engine == "pysr" and truth.loss == 0.1 and truth.meta["pysr_complexity"] == 7
+    assert truth.action == pytest.approx(min(f.action for f in found))
+    assert np.corrcoef(truth.evaluate(X), pc.V)[0, 1] > 0.999

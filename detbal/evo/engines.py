@@ -305,5 +305,17 @@ def make_engine(engine: str | Engine, **settings: Any) -> Engine:
     return cls(**settings)
 
 
-__all__ = ["ENGINES", "Engine", "Family49Engine", "GPEngine", "OPERON_SYMBOLS", "OperonEngine",
-           "PySREngine", "Search", "gp_features", "make_engine", "progress_bar", "scored_formula"]
+__all__ = [
+    "ENGINES",
+    "OPERON_SYMBOLS",
+    "Engine",
+    "Family49Engine",
+    "GPEngine",
+    "OperonEngine",
+    "PySREngine",
+    "Search",
+    "gp_features",
+    "make_engine",
+    "progress_bar",
+    "scored_formula",
+]

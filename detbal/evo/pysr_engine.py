@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 import re
 import shutil
@@ -172,9 +171,7 @@ def run_pysr(
     """Formulas found by PySR for V_N(features), scored by the action (see module doc)."""
     import sympy
 
-    from detbal.evo import registry
-    from detbal.evo.compare import scale_for_action
-    from detbal.evo.pareto import Formula
+    from detbal.evo.engines import scored_formula
 
     status = status or require()
     settings = settings or PySRSettings()
@@ -192,22 +189,16 @@ def run_pysr(
         timeout_in_seconds=settings.timeout_s,
     )
     model.fit(np.asarray(X, float)[rows], y, weights=w, variable_names=list(names))
-    table = model.equations_
     out = []
-    all_edges = kernel.T > 0
-    for _, rec in table.iterrows():
+    for _, rec in model.equations_.iterrows():
         try:
-            expr = registry.from_sympy(sympy.sympify(rec["sympy_format"]))
+            expr = sympy.sympify(rec["sympy_format"])
+            out.append(scored_formula(expr, X, names, kernel, penalty=kernel_name, beta=beta,
+                                      engine="pysr", loss=float(rec["loss"]),
+                                      equation=str(rec["equation"]),
+                                      meta={"pysr_complexity": int(rec["complexity"])}))
         except (sympy.SympifyError, TypeError, ValueError) as exc:
             log.warning("cannot convert PySR equation %r: %s", rec.get("equation"), exc)
-            continue
-        V = registry.to_numpy(expr, names)(X)
-        S, a = scale_for_action(V, kernel, all_edges, kernel_name=kernel_name, beta=beta)
-        scaled = sympy.Float(a, 17) * expr if math.isfinite(a) and a != 0 else expr
-        out.append(Formula(expr=scaled, names=tuple(names), complexity=registry.sympy_complexity(expr),
-                           action=float(S), loss=float(rec["loss"]), engine="pysr",
-                           equation=str(rec["equation"]), scale=float(a),
-                           meta={"pysr_complexity": int(rec["complexity"])}))
     return out
 
 
