@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,8 +37,7 @@ from detbal.analysis.resample import (
     row_pointer,
     sample_edge_counts,
 )
-
-Progress = Callable[[int], object]
+from detbal.progress import Progress
 
 
 # -- the paper's triplet statistic --------------------------------------------

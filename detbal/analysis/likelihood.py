@@ -46,7 +46,6 @@ data fix V there only relative to its own component).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +63,7 @@ from detbal.analysis.resample import (
     sample_edge_counts,
 )
 from detbal.errors import DetbalError
-
-Progress = Callable[[int], object]
+from detbal.progress import Progress
 
 #: range of prior widths (of beta V) searched by empirical Bayes
 PRIOR_WIDTH_RANGE = (0.05, 30.0)

@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +37,7 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from detbal.analysis.counts import Kernel, reverse_pairs
 from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
-
-Progress = Callable[[int], object]
+from detbal.progress import Progress
 
 
 def _log_count_variance(count: np.ndarray, n0: np.ndarray) -> np.ndarray:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from detbal.analysis.counts import Kernel, N0Mode, estimate_kernel, load_counts
-from detbal.analysis.result import ESTIMATORS, ProgressUI  # noqa: F401 - re-exported
+from detbal.analysis.result import ESTIMATORS  # noqa: F401 - re-exported
 from detbal.errors import DetbalError
 from detbal.io import json_safe  # noqa: F401 - re-exported
+from detbal.progress import ProgressUI
 
 
 def load_kernel(

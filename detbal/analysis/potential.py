@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,12 +34,17 @@ from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.action import action_and_gradient, k_zero
 from detbal.analysis.counts import Kernel
-from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
+from detbal.analysis.resample import (
+    map_replicates,
+    replicate_seeds,
+    row_pointer,
+    sample_edge_counts,
+)
 from detbal.errors import DetbalError
+from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], object]
 SOLVERS: tuple[str, ...] = ("newton", "lbfgs")
 Gauge = Literal["mean"] | str
 

@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from detbal import __version__
 from detbal.analysis.counts import Kernel, TransitionCounts
 from detbal.errors import DetbalError
 from detbal.io import json_safe
+from detbal.progress import ProgressUI
 
 if TYPE_CHECKING:
     from detbal.analysis.balance import GlobalTest, OneSidedTest, PairTest, TripletTest
@@ -40,14 +41,6 @@ if TYPE_CHECKING:
 
 #: potential estimators of :func:`analyze`
 ESTIMATORS: tuple[str, ...] = ("least_action", "likelihood")
-
-
-class ProgressUI(Protocol):
-    """Something that shows progress: ``progress(total, desc)`` gives a context manager whose
-    value is called with the number of steps done (the CLI's UI)."""
-
-    def progress(self, total: int | None, desc: str, unit: str = "it") -> AbstractContextManager[Callable[..., Any]]:
-        ...
 
 
 @dataclass(frozen=True)
