@@ -70,6 +70,9 @@ def test_from_rows_reads_escapes_self_loops_and_rejects_bad_rows() -> None:
                                            ("A", "", "refusal", 1)])
     assert c.states == ("A", "B")
     assert list(c.attempts) == [6, 5] and list(c.escapes) == [3, 0] and list(c.self_loops) == [0, 4]
+    again = detbal.TransitionCounts.from_rows(c.to_rows())
+    for name in ("src", "dst", "count", "attempts", "self_loops", "escapes"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(c, name))
     for bad in [("A", "B"), ("A", "B", -1), ("A", "B", 1.5), (1, "B", 2)]:
         with pytest.raises(ValueError, match="rows"):
             detbal.TransitionCounts.from_rows([bad])

@@ -158,9 +158,8 @@ def _export(args: argparse.Namespace, ui: Any) -> int:
 
 
 def _synth(args: argparse.Namespace, ui: Any) -> int:
-    import csv
-
     from detbal.errors import DetbalError
+    from detbal.io import export_table
     from detbal.systems import driven_ring, metropolis_chain, sample_agent, sample_fixed
 
     if args.states < 3 or args.transitions < 1:
@@ -180,23 +179,11 @@ def _synth(args: argparse.Namespace, ui: Any) -> int:
     else:
         counts = sample_agent(chain, args.transitions, children=args.children, seed=args.seed + 1)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "target", "count"])
-        for s, d, n in zip(counts.src, counts.dst, counts.count):
-            w.writerow([counts.states[s], counts.states[d], int(n)])
-        for i, name in enumerate(counts.states):
-            if counts.self_loops[i]:
-                w.writerow([name, name, int(counts.self_loops[i])])
-            if counts.escapes[i]:
-                w.writerow([name, "", int(counts.escapes[i])])
+    export_table([{"source": s, "target": t or "", "count": n} for s, t, n in counts.to_rows()],
+                 ["source", "target", "count"], out)
     truth = out.with_name(out.stem + "_true_potential.csv")
-    with truth.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["state", "V"])
-        for name, v in zip(chain.labels, chain.potential):
-            w.writerow([name, f"{v:.6g}"])
+    export_table([{"state": name, "V": f"{v:.6g}"} for name, v in zip(chain.labels, chain.potential)],
+                 ["state", "V"], truth)
     kind = "reversible" if chain.reversible else f"driven (drive {args.drive})"
     if args.ring_affinity is not None:
         kind = f"ring (3-cycle affinity {args.ring_affinity:g})"

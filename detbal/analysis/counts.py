@@ -109,6 +109,18 @@ class TransitionCounts:
             count = np.zeros(0)
         return cls.from_arrays(tuple(index), src, dst, count, attempts, self_loops, escapes)
 
+    def to_rows(self) -> list[tuple[str, str | None, int]]:
+        """``(source, target, count)`` rows, the inverse of :meth:`from_rows`: every edge, then
+        per state its self-loops (target = source) and escapes (target None)."""
+        rows: list[tuple[str, str | None, int]] = [
+            (self.states[s], self.states[d], int(n)) for s, d, n in zip(self.src, self.dst, self.count)]
+        for i, name in enumerate(self.states):
+            if self.self_loops[i]:
+                rows.append((name, name, int(self.self_loops[i])))
+            if self.escapes[i]:
+                rows.append((name, None, int(self.escapes[i])))
+        return rows
+
     def __repr__(self) -> str:
         return (f"TransitionCounts({self.n_states} states, {len(self.src)} edges,"
                 f" {self.total_attempts:g} attempts)")
