@@ -60,6 +60,10 @@ def test_tree_numpy_equals_lambdify_of_sympy_export(seed: int) -> None:
     ("log", (-np.e,), 1.0),
     ("sqrt", (-4.0,), 2.0),
     ("exp", (1000.0,), np.exp(registry.EXP_CLIP)),
+    ("max", (1.0, 2.0), 2.0),
+    ("min", (1.0, -2.0), -2.0),
+    ("step", (0.0,), 0.0),
+    ("step", (0.3,), 1.0),
 ])
 def test_protected_operators_agree_in_numpy_and_sympy(name: str, args: tuple, expected: float) -> None:
     op = registry.OPERATORS[name]

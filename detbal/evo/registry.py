@@ -198,40 +198,38 @@ def np_step(x: Any) -> np.ndarray:
     return np.where(_f(x) > 0.0, 1.0, 0.0)
 
 
-class pmax(sympy.Function):  # noqa: N801
-    """max(a, b), evaluated by numpy (``sympy.Max`` would not lambdify onto arrays)."""
+class _Extremum(sympy.Function):
+    """max or min of two arguments, evaluated by numpy (``sympy.Max``/``Min`` would not
+    lambdify onto arrays); subclasses set ``_imp_``, ``_larger`` and ``_tex``."""
 
     nargs = 2
+    _larger = True
+    _tex = r"\max"
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        x, y = _num(a), _num(b)
+        if x is not None and y is not None:
+            return a if (x >= y) == cls._larger else b
+        return None
+
+    def _latex(self, printer: Any, exp: str | None = None) -> str:
+        a, b = self.args
+        return _power(r"%s\left(%s, %s\right)" % (self._tex, printer._print(a), printer._print(b)), exp)
+
+
+class pmax(_Extremum):  # noqa: N801
+    """max(a, b)."""
+
     _imp_ = staticmethod(np_pmax)
 
-    @classmethod
-    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
-        x, y = _num(a), _num(b)
-        if x is not None and y is not None:
-            return a if x >= y else b
-        return None
 
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        a, b = self.args
-        return _power(r"\max\left(%s, %s\right)" % (printer._print(a), printer._print(b)), exp)
+class pmin(_Extremum):  # noqa: N801
+    """min(a, b)."""
 
-
-class pmin(sympy.Function):  # noqa: N801
-    """min(a, b), evaluated by numpy."""
-
-    nargs = 2
     _imp_ = staticmethod(np_pmin)
-
-    @classmethod
-    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
-        x, y = _num(a), _num(b)
-        if x is not None and y is not None:
-            return a if x <= y else b
-        return None
-
-    def _latex(self, printer: Any, exp: str | None = None) -> str:
-        a, b = self.args
-        return _power(r"\min\left(%s, %s\right)" % (printer._print(a), printer._print(b)), exp)
+    _larger = False
+    _tex = r"\min"
 
 
 class step(sympy.Function):  # noqa: N801
