@@ -88,10 +88,20 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
         estimator=args.estimator,
         seed=args.seed,
-        n_jobs=args.jobs, figures=not args.no_figures, ui=ui, figure_process=True,
+        n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
+        figure_process=_spare_core(args.jobs),
     )
     ui.echo(format_summary(summary, Path(args.out)))
     return 0
+
+
+def _spare_core(jobs: int) -> bool:
+    """Whether a core is left over by ``--jobs`` (figures are then drawn in a child process
+    alongside; on fully used cores the child's extra imports cost more than they save)."""
+    from detbal.analysis.resample import available_cores
+
+    cores = available_cores()
+    return cores > (jobs if jobs > 0 else cores)
 
 
 def format_summary(s: dict[str, Any], out: Path) -> str:
