@@ -189,3 +189,17 @@ def test_load_counts_from_an_open_store(tmp_path: Path, claude_counts) -> None:
     for c in (from_store, from_path):
         assert sorted(c.states) == sorted(claude_counts.states)
         assert c.total_attempts == claude_counts.total_attempts
+
+
+def test_plot_takes_a_part_or_makes_its_own_figure(reversible_result) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    assert detbal.plot.pairs(reversible_result.pair_test, ax=ax) is ax  # the part alone
+    own = detbal.plot.triplets(reversible_result)  # no ax: a new pyplot figure
+    try:
+        assert own.get_title().startswith(f"{reversible_result.triplet_test.n_triplets} triplets")
+        assert own.figure in [plt.figure(n) for n in plt.get_fignums()]
+    finally:
+        plt.close(own.figure)
