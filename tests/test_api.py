@@ -203,3 +203,16 @@ def test_plot_takes_a_part_or_makes_its_own_figure(reversible_result) -> None:
         assert own.figure in [plt.figure(n) for n in plt.get_fignums()]
     finally:
         plt.close(own.figure)
+
+
+def test_penalty_is_the_name_of_the_actions_K(claude_counts) -> None:
+    from detbal.analysis.potential import LeastActionPotential
+
+    kernel = detbal.estimate_kernel(claude_counts, n0="uniform", total_attempts=20000)
+    new = LeastActionPotential(penalty="softplus").fit(kernel)
+    old = LeastActionPotential(kernel="softplus").fit(kernel)  # the former name still works
+    assert new.penalty == old.penalty == "softplus"
+    np.testing.assert_array_equal(new.V, old.V)
+    res = detbal.analyze(kernel, penalty="softplus", bootstrap=0, test_simulations=0)
+    assert res.potential.penalty == "softplus" and res.to_dict()["settings"]["kernel"] == "softplus"
+    np.testing.assert_allclose(res.potential.V, new.V)

@@ -278,8 +278,8 @@ class LikelihoodPotential:
     """
 
     def __init__(self, beta: float = 1.0, gauge: str = "mean", prior_width: float | None = None,
-                 bootstrap: int = 0, seed: int | None = 0, action_kernel: str = "exp",
-                 n_jobs: int = 1) -> None:
+                 bootstrap: int = 0, seed: int | None = 0, penalty: str = "exp",
+                 n_jobs: int = 1, *, action_kernel: str | None = None) -> None:
         if beta <= 0:
             raise DetbalError(f"beta must be positive, got {beta}")
         if prior_width is not None and not prior_width > 0:
@@ -289,7 +289,8 @@ class LikelihoodPotential:
         self.prior_width = prior_width
         self.bootstrap = int(bootstrap)
         self.seed = seed
-        self.action_kernel = action_kernel
+        #: the action's K for the reported action (``action_kernel``: its former name)
+        self.penalty = self.action_kernel = penalty if action_kernel is None else action_kernel
         self.n_jobs = max(1, int(n_jobs))
 
     def fit(self, kernel: Kernel, progress: Progress | None = None) -> LikelihoodFit:

@@ -73,6 +73,11 @@ class PotentialFit:
     _solution_V: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
+    def penalty(self) -> str:
+        """The action's K(x) (``"exp"`` or ``"softplus"``; stored as ``kernel``)."""
+        return self.kernel
+
+    @property
     def identifiable(self) -> np.ndarray:
         return np.array([f == "" for f in self.flags])
 
@@ -260,11 +265,16 @@ def _solve(kernel: Kernel, weights: np.ndarray, kernel_name: str, beta: float,
 
 
 class LeastActionPotential:
-    """Estimator: ``LeastActionPotential(kernel="exp").fit(kernel) -> PotentialFit``."""
+    """Estimator: ``LeastActionPotential(penalty="exp").fit(kernel) -> PotentialFit``.
+
+    ``penalty`` is the action's K(x): ``"exp"`` (exp(-beta x / 2), the paper's) or
+    ``"softplus"``; ``kernel=`` is accepted as its former name (the transition kernel is
+    what :meth:`fit` takes).
+    """
 
     def __init__(
         self,
-        kernel: str = "exp",
+        penalty: str = "exp",
         beta: float = 1.0,
         gauge: Gauge = "mean",
         bootstrap: int = 0,
@@ -273,16 +283,19 @@ class LeastActionPotential:
         tol: float = 1e-12,
         max_iter: int = 20000,
         solver: str = "newton",
+        *,
+        kernel: str | None = None,
     ) -> None:
         """``solver``: ``newton`` (compiled truncated Newton-CG, default) or ``lbfgs``
         (scipy L-BFGS-B with the analytic numba gradient); both reach the same minimum."""
-        k_zero(kernel)  # validates the name
+        penalty = penalty if kernel is None else kernel
+        k_zero(penalty)  # validates the name
         if solver not in SOLVERS:
             raise DetbalError(f"unknown solver {solver!r}: use one of {', '.join(SOLVERS)}")
         self.solver = solver
         if beta <= 0:
             raise DetbalError(f"beta must be positive, got {beta}")
-        self.kernel = kernel
+        self.penalty = self.kernel = penalty
         self.beta = float(beta)
         self.gauge = gauge
         self.bootstrap = int(bootstrap)
@@ -368,7 +381,7 @@ class LeastActionPotential:
 
 
 def fit_potential(kernel: Kernel, /, **options: object) -> PotentialFit:
-    """Functional form of :class:`LeastActionPotential` (``fit_potential(k, kernel="softplus")``)."""
+    """Functional form of :class:`LeastActionPotential` (``fit_potential(k, penalty="softplus")``)."""
     progress = options.pop("progress", None)
     return LeastActionPotential(**options).fit(kernel, progress=progress)  # type: ignore[arg-type]
 

@@ -273,7 +273,7 @@ def analyze(
         if on_ready is not None:
             on_ready(dict(parts))
 
-    least_action = LeastActionPotential(kernel=penalty, beta=beta, gauge=gauge, bootstrap=bootstrap,
+    least_action = LeastActionPotential(penalty=penalty, beta=beta, gauge=gauge, bootstrap=bootstrap,
                                         seed=seed, n_jobs=n_jobs, solver=solver)
     with timer.stage("potential"):
         fit = least_action.fit(k, errors=False)
@@ -283,7 +283,7 @@ def analyze(
 
         with timer.stage("likelihood_potential"), bar(bootstrap, "bootstrap of the likelihood V") as tick:
             lik = LikelihoodPotential(beta=beta, gauge=gauge, bootstrap=bootstrap, seed=seed,
-                                      action_kernel=penalty, n_jobs=n_jobs).fit(k, progress=tick)
+                                      penalty=penalty, n_jobs=n_jobs).fit(k, progress=tick)
     chosen = fit if lik is None else lik.potential
     with timer.stage("pair_tests"):
         parts.update(potential=fit, likelihood=lik, pair_test=pair_test(k, chosen.V, beta),
