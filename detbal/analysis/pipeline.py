@@ -38,34 +38,27 @@ def analyze(
     input_path: str | Path,
     out_dir: str | Path,
     *,
-    kernel: str = "exp",
-    beta: float = 1.0,
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
-    bootstrap: int = 100,
-    test_simulations: int = 200,
-    stop_early: bool = False,
-    triplet_min_count: float = 0.0,
-    gauge: str = "mean",
-    solver: str = "newton",
-    seed: int = 0,
-    n_jobs: int = 1,
+    kernel: str = "exp",
     figures: bool = True,
     ui: ProgressUI | None = None,
     figure_process: bool = False,
-    estimator: str = "least_action",
+    **options: Any,
 ) -> dict[str, Any]:
     """Analyse a store or importable file and write summary.json, potential.csv and (with
     ``figures``) report.md and the figures into ``out_dir``; returns the summary written.
 
-    ``kernel`` is the action's penalty K (``penalty`` of :func:`detbal.analyze`); ``n0``,
-    ``min_source_count`` and ``attempts`` (``total_attempts``) go to
-    :func:`~detbal.analysis.counts.estimate_kernel`, the rest to
-    :func:`detbal.analysis.result.analyze`.  ``figure_process``: draw the figures in a
-    child process while the rest is computed (for ``__main__``-guarded programs such as
-    the ``detbal`` command; see :class:`report.FigureMaker`).
+    ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
+    :func:`~detbal.analysis.counts.estimate_kernel`; ``kernel`` is the action's penalty K
+    (``penalty`` of :func:`detbal.analyze`), ``ui`` its ``progress``, and ``options``
+    (``seed``, ``bootstrap``, ``test_simulations``, ``estimator``, ``n_jobs``, ...) go to
+    :func:`detbal.analysis.result.analyze` with its defaults.  ``figure_process``: draw
+    the figures in a child process while the rest is computed (for ``__main__``-guarded
+    programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
+    from detbal.analysis import report
     from detbal.analysis.result import analyze as analyze_kernel
 
     out = Path(out_dir)
@@ -74,24 +67,16 @@ def analyze(
     load_time = round(time.perf_counter() - start, 4)
     painter = None
     if figures:
-        from detbal.analysis import report
-
         out.mkdir(parents=True, exist_ok=True)
         painter = report.FigureMaker(background=figure_process)
     try:
         res = analyze_kernel(
-            k, seed=seed, penalty=kernel, beta=beta, estimator=estimator, bootstrap=bootstrap,
-            test_simulations=test_simulations, stop_early=stop_early,
-            triplet_min_count=triplet_min_count, gauge=gauge, solver=solver, n_jobs=n_jobs,
-            progress=ui, input=str(input_path),
+            k, penalty=kernel, progress=ui, input=str(input_path),
             on_ready=None if painter is None else (lambda parts: report.draw_ready(painter, parts, out)),
+            **options,
         )
         res = dataclasses.replace(res, timings={"load": load_time, **res.timings})
-        if painter is None:
-            from detbal.analysis.report import save_result
-
-            return save_result(res, out, figures=False)
-        return report.save_result(res, out, figures=True, painter=painter)
+        return report.save_result(res, out, figures=figures, painter=painter)
     finally:
         if painter is not None:
             painter.close()
