@@ -110,7 +110,7 @@ def test_driven_ring_through_the_cli(tmp_path) -> None:
                  "--ring-affinity", "0.6", "--scale", "0", "--sampling", "fixed"]) == 0
     out = tmp_path / "out"
     assert main(["-q", "analyze", str(data), "--out", str(out), "--no-figures", "--bootstrap", "40",
-                 "--test-simulations", "60", "--jobs", "1"]) == 0
+                 "--test-simulations", "60", "--jobs", "1", "--deviance"]) == 0
     s = json.loads((out / "summary.json").read_text())
     d = s["detailed_balance"]["deviance"]
     assert d["p_value_method"] == "scaled_chi2_tail" and d["p_value"] < 1e-6

@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--estimator", choices=["least_action", "likelihood"], default="least_action",
                    help="potential: least action as the paper defines it (default), or the"
                    " quasi-symmetry likelihood with an empirical-Bayes prior (reported beside it)")
+    p.add_argument("--deviance", action=argparse.BooleanOptionalAction, default=None,
+                   help="the deviance test of quasi-symmetry (default: with --estimator likelihood"
+                   " only; its simulations refit the likelihood model, the costliest stage)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=0,
                    help="threads for the bootstrap and the test simulations (default 0: every core;"
@@ -86,7 +89,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         min_source_count=args.min_source_count, attempts=args.attempts,
         bootstrap=args.bootstrap, test_simulations=args.test_simulations, stop_early=args.stop_early,
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
-        estimator=args.estimator,
+        estimator=args.estimator, deviance=args.deviance,
         seed=args.seed,
         n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
         figure_process=_spare_core(args.jobs),

@@ -335,9 +335,10 @@ def write_report(out_dir: Path, result: AnalysisResult, summary: Mapping[str, An
         f" | {_p_phrase(g.p, g.p_value, g.n_bootstrap)}; asymptotic {_fmt(g.p_asymptotic)} |",
         f"| paper's 3-cycle test | {t.n_triplets} triplets | {_fmt(t.chi2_per_ndf)} |"
         f" {_p_phrase(t.p, t.p_value, 0)} |",
-        f"| deviance G^2 of quasi-symmetry (df = {dev.df}) | {dev.n_pairs} pairs |"
-        f" {_fmt(dev.deviance / dev.df if dev.df > 0 else math.nan)} | {_p_phrase(dev.p, dev.p_value, 0)};"
-        f" asymptotic {_fmt(dev.p_asymptotic)} |",
+        *([] if dev is None else [
+            f"| deviance G^2 of quasi-symmetry (df = {dev.df}) | {dev.n_pairs} pairs |"
+            f" {_fmt(dev.deviance / dev.df if dev.df > 0 else math.nan)} | {_p_phrase(dev.p, dev.p_value, 0)};"
+            f" asymptotic {_fmt(dev.p_asymptotic)} |"]),
         f"| pair test vs potential | {pt.n_pairs} pairs | {_fmt(pt.chi2_per_ndf)} | r = {_fmt(pt.pearson_r)} |",
         "",
         f"One-sided pairs: {o.n_pairs}, of which {_fmt(100 * o.fraction_within if o.n_pairs else math.nan)}%"

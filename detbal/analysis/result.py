@@ -57,12 +57,14 @@ class AnalysisSettings:
     gauge: str = "mean"
     solver: str = "newton"
     estimator: str = "least_action"
+    deviance: bool = False
     seed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AnalysisResult:
-    """Everything one analysis of a kernel found (frozen; arrays are not copied).
+    """Everything one analysis of a kernel found (frozen; arrays are not copied; compared and
+    hashed by identity, since its parts hold arrays).
 
     ``potential`` is the least-action potential with bootstrap errors (``.value(state)``,
     ``.V``, ``.stderr``, ``.flags``); ``likelihood`` the likelihood potential when
@@ -80,7 +82,7 @@ class AnalysisResult:
     triplet_test: TripletTest
     pair_test: PairTest
     one_sided: OneSidedTest
-    deviance: DevianceTest
+    deviance: DevianceTest | None
     nonequilibrium: Nonequilibrium
     verdict: str
     settings: AnalysisSettings
@@ -110,6 +112,7 @@ class AnalysisResult:
                 "test_simulations": s.test_simulations, "stop_early": s.stop_early,
                 "triplet_min_count": s.triplet_min_count,
                 "gauge": fit.gauge, "solver": s.solver, "seed": s.seed, "estimator": s.estimator,
+                "deviance_test": s.deviance,
             },
             "data": {
                 "states": c.n_states, "edges": len(c.src), "kept_edges": len(k.src),
@@ -119,7 +122,7 @@ class AnalysisResult:
             "verdict": self.verdict,
             "detailed_balance": {"global": self.global_test.as_dict(),
                                  "triplet_paper": self.triplet_test.as_dict(),
-                                 "deviance": self.deviance.as_dict()},
+                                 "deviance": None if self.deviance is None else self.deviance.as_dict()},
             "pair_test": {**self.pair_test.as_dict(), "estimator": s.estimator},
             "one_sided": self.one_sided.as_dict(),
             "potential": {**self.potential_summary.as_dict(), "converged": fit.converged,
@@ -207,6 +210,7 @@ def analyze(
     penalty: str = "exp",
     beta: float = 1.0,
     estimator: str = "least_action",
+    deviance: bool | None = None,
     bootstrap: int = 100,
     test_simulations: int = 200,
     stop_early: bool = False,
@@ -224,7 +228,10 @@ def analyze(
     ``penalty``: the action's K(x), ``"exp"`` (exp(-beta x / 2), the paper's) or
     ``"softplus"``; ``estimator``: ``"least_action"`` (the paper's) or ``"likelihood"``
     (the quasi-symmetry likelihood potential, fitted beside the least-action one and used
-    for the pair tests).  ``bootstrap``: resamples for the errors of V and the
+    for the pair tests).  ``deviance``: run the deviance (likelihood-ratio) test of
+    quasi-symmetry; ``None`` (default) runs it with the likelihood estimator only, since its
+    simulations refit the likelihood model and cost more than every other stage together.
+    ``bootstrap``: resamples for the errors of V and the
     nonequilibrium intervals (0: none); ``test_simulations``: parametric-bootstrap
     simulations for the cycle and deviance tests' p-values; ``stop_early``: end those
     once the 5% decision is settled (the Monte-Carlo error is reported).
@@ -256,10 +263,12 @@ def analyze(
     if kernel.n_sources == 0 or len(kernel.src) == 0:
         raise DetbalError(f"{where}no source state survives the cut N0 > {kernel.min_source_count:g};"
                           " lower min_source_count")
+    if deviance is None:
+        deviance = estimator == "likelihood"
     settings = AnalysisSettings(penalty=penalty, beta=beta, bootstrap=bootstrap,
                                 test_simulations=test_simulations, stop_early=stop_early,
                                 triplet_min_count=triplet_min_count, gauge=gauge, solver=solver,
-                                estimator=estimator, seed=seed)
+                                estimator=estimator, deviance=bool(deviance), seed=seed)
     k = kernel
     timer = Timer()
     n_jobs = available_cores() if n_jobs <= 0 else n_jobs
@@ -300,9 +309,11 @@ def analyze(
     from detbal.analysis.likelihood import deviance_test
     from detbal.analysis.nonequilibrium import nonequilibrium
 
-    with timer.stage("deviance_test"), bar(test_simulations, "deviance-test simulations") as tick:
-        parts["deviance"] = deviance_test(k, simulations=test_simulations, seed=seed, n_jobs=n_jobs,
-                                          progress=tick, stop=stop)
+    parts["deviance"] = None
+    if deviance:
+        with timer.stage("deviance_test"), bar(test_simulations, "deviance-test simulations") as tick:
+            parts["deviance"] = deviance_test(k, simulations=test_simulations, seed=seed, n_jobs=n_jobs,
+                                              progress=tick, stop=stop)
     with timer.stage("nonequilibrium"), bar(bootstrap, "cycle-affinity bootstrap") as tick:
         parts["nonequilibrium"] = nonequilibrium(k, bootstrap=bootstrap, seed=seed, n_jobs=n_jobs,
                                                  progress=tick)
