@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -319,9 +319,10 @@ def discover_run(
                        targets=targets, stored_features=stored_features,
                        require_identifiable=require_identifiable, ui=ui)
     res = discover(study, eng, seed=seed, penalty=penalty, beta=beta, holdout=holdout, ui=ui)
-    res.settings.update({"run": str(run), "n0": n0, "min_source_count": min_source_count,
-                         "attempts": attempts, "mode": mode, "kind": kind, "bootstrap": bootstrap,
-                         "targets": targets, "stored_features": stored_features})
+    res = replace(res, settings=res.settings | {
+        "run": str(run), "n0": n0, "min_source_count": min_source_count, "attempts": attempts,
+        "mode": mode, "kind": kind, "bootstrap": bootstrap, "targets": targets,
+        "stored_features": stored_features})
     return res.save(out, figures=figures)
 
 
