@@ -119,7 +119,7 @@ def test_save_writes_what_the_command_writes(planted, tmp_path: Path) -> None:
 def test_compare_with_a_given_numeric_potential(planted) -> None:
     pc, kernel = planted
     res = discover(kernel, "gp", features=pc.features, seed=0, **BUDGET["gp"])
-    fit = LeastActionPotential(kernel="softplus").fit(kernel)
+    fit = LeastActionPotential(penalty="softplus").fit(kernel)
     c = res.compare(fit, holdout=0)
     assert c.metrics["action"]["numeric"] == pytest.approx(fit.action)
     assert "heldout" not in c.metrics

@@ -339,7 +339,7 @@ def heldout_loglik(kernel: Kernel, VE: np.ndarray, *, fraction: float = 0.2, see
     tk = estimate_kernel(train, kernel.mode, min_source_count=kernel.min_source_count)
     if len(tk.src) == 0:
         raise DetbalError("no transitions left for training after holding out attempts")
-    tfit = LeastActionPotential(kernel=kernel_name, beta=beta).fit(tk)
+    tfit = LeastActionPotential(penalty=kernel_name, beta=beta).fit(tk)
     VN = tfit.V
     n = counts.n_states
     e_fg, e_gf = reverse_pairs(tk.src, tk.dst, n)
@@ -394,7 +394,7 @@ def compare_potentials(
     """
     pot = resolve_potential(explicit, kernel.states, features, params)
     if fit is None:
-        fit = LeastActionPotential(kernel=kernel_name, beta=beta).fit(kernel)
+        fit = LeastActionPotential(penalty=kernel_name, beta=beta).fit(kernel)
     VE = pot.V
     VN = fit.V
     ident = fit.identifiable & np.isfinite(VE)

@@ -100,7 +100,7 @@ def load_study(
                         stored_features=stored_features, progress=bar)
     timings["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    est = LeastActionPotential(kernel=penalty, beta=beta, bootstrap=bootstrap, seed=seed)
+    est = LeastActionPotential(penalty=penalty, beta=beta, bootstrap=bootstrap, seed=seed)
     with progress_bar(ui, bootstrap or None, "numeric V", "rep") as bar:
         fit = est.fit(k, progress=bar)
     timings["numeric_potential"] = time.perf_counter() - t
@@ -145,7 +145,7 @@ def study_of(data: Any, *, features: Any = None, penalty: str = "exp", beta: flo
 
         features = featurize(data.states, kind, mode=mode)
     t = time.perf_counter()
-    fit = LeastActionPotential(kernel=penalty, beta=beta, bootstrap=bootstrap, seed=seed).fit(data)
+    fit = LeastActionPotential(penalty=penalty, beta=beta, bootstrap=bootstrap, seed=seed).fit(data)
     if require_identifiable and not fit.identifiable.any():
         raise DetbalError("no state has an identifiable potential (no observed cycles)")
     return Study(data, features, fit, {"numeric_potential": time.perf_counter() - t})
