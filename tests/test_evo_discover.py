@@ -201,3 +201,17 @@ def test_pysr_equations_become_scored_formulas_without_julia(planted, monkeypatc
     assert truth.engine == "pysr" and truth.loss == 0.1 and truth.meta["pysr_complexity"] == 7
     assert truth.action == pytest.approx(min(f.action for f in found))
     assert np.corrcoef(truth.evaluate(X), pc.V)[0, 1] > 0.999
+
+
+def test_discover_from_the_top_level_package_on_word_states() -> None:
+    """``detbal.discover(kernel)`` with no features: the word states are featurized."""
+    import detbal
+
+    repo = Path(__file__).resolve().parent.parent
+    counts = detbal.load_counts(repo / "datasets" / "claude4_words_example.csv")
+    kernel = detbal.estimate_kernel(counts, n0="uniform", total_attempts=20000)
+    disc = detbal.discover(kernel, engine="gp", seed=0, population=40, generations=4)
+    assert isinstance(disc, detbal.DiscoveryResult)
+    assert all(n.startswith("word_") for n in disc.best.names)
+    fit = LeastActionPotential(penalty="exp").fit(kernel)
+    assert disc.compare(fit, holdout=0).metrics["pearson"] > 0.9
