@@ -32,8 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import sparse
-from scipy.sparse.csgraph import breadth_first_order, connected_components
+from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.counts import Kernel, reverse_pairs
 from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
@@ -136,6 +137,39 @@ class CycleBasis:
         return self.affinity / self.sigma
 
 
+@njit(cache=True, nogil=True)
+def _bfs_forest(indptr, nbr, pair, in_graph, y, var, parent, phi, cvar, depth, tree):  # pragma: no cover - compiled
+    """Breadth-first spanning forest of the pair graph, roots in increasing index, neighbours
+    in increasing index (what scipy's ``breadth_first_order`` gives one component at a time),
+    with phi, the cumulative variance and the depth along it."""
+    n = len(in_graph)
+    done = np.zeros(n, dtype=np.bool_)
+    queue = np.empty(n, dtype=np.int64)
+    for root in range(n):
+        if not in_graph[root] or done[root]:
+            continue
+        done[root] = True
+        head, tail = 0, 1
+        queue[0] = root
+        while head < tail:
+            u = queue[head]
+            head += 1
+            for k in range(indptr[u], indptr[u + 1]):
+                w = nbr[k]
+                if done[w]:
+                    continue
+                done[w] = True
+                queue[tail] = w
+                tail += 1
+                i = pair[k]
+                parent[w] = u
+                tree[i] = True
+                s = 1.0 if u < w else -1.0
+                phi[w] = phi[u] - s * y[i]
+                cvar[w] = cvar[u] + var[i]
+                depth[w] = depth[u] + 1
+
+
 def _cycle_basis(n: int, pairs: _Pairs) -> tuple[CycleBasis, np.ndarray]:
     """Cycle basis and the BFS parent array (-1 at roots and outside the pair graph)."""
     f, g, y, var = pairs.f, pairs.g, pairs.y, pairs.var
@@ -143,33 +177,24 @@ def _cycle_basis(n: int, pairs: _Pairs) -> tuple[CycleBasis, np.ndarray]:
     parent = np.full(n, -1, dtype=np.int64)
     if len(f) == 0:
         return empty, parent
-    graph = sparse.coo_matrix((np.ones(len(f)), (f, g)), shape=(n, n)).tocsr()
-    graph = graph + graph.T
-    in_graph = np.zeros(n, dtype=bool)
-    in_graph[f] = True
-    in_graph[g] = True
-    keys = _pair_lookup(n, f, g)
+    # both directions of every pair, sorted by (state, neighbour): a CSR adjacency list
+    # that remembers the pair of each entry
+    u = np.concatenate([f, g]).astype(np.int64)
+    w = np.concatenate([g, f]).astype(np.int64)
+    pair = np.concatenate([np.arange(len(f))] * 2)
+    order = np.lexsort((w, u))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(u, minlength=n), out=indptr[1:])
+    in_graph = np.zeros(n, dtype=np.bool_)
+    in_graph[u] = True
     # potential phi along the tree (phi_child = phi_parent - y_{parent -> child}),
     # cumulative variance and depth from each root
     phi = np.zeros(n)
     cvar = np.zeros(n)
     depth = np.zeros(n, dtype=np.int64)
-    tree = np.zeros(len(f), dtype=bool)
-    done = np.zeros(n, dtype=bool)
-    for root in np.flatnonzero(in_graph):
-        if done[root]:
-            continue
-        order, pred = breadth_first_order(graph, root, directed=False, return_predecessors=True)
-        done[order] = True
-        kids = order[1:]
-        par = pred[kids]
-        parent[kids] = par
-        idx, sign = _signed(n, keys, par, kids)
-        tree[idx] = True
-        for kid, p_, i, s in zip(kids.tolist(), par.tolist(), idx.tolist(), sign.tolist()):
-            phi[kid] = phi[p_] - s * y[i]
-            cvar[kid] = cvar[p_] + var[i]
-            depth[kid] = depth[p_] + 1
+    tree = np.zeros(len(f), dtype=np.bool_)
+    _bfs_forest(indptr, w[order], pair[order], in_graph, np.ascontiguousarray(y, dtype=np.float64),
+                np.ascontiguousarray(var, dtype=np.float64), parent, phi, cvar, depth, tree)
     off = np.flatnonzero(~tree)
     a, b = f[off].copy(), g[off].copy()
     # lowest common ancestor by climbing the deeper end
