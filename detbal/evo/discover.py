@@ -39,6 +39,7 @@ from typing import Any, Literal
 from detbal.errors import DetbalError
 from detbal.evo.engines import ENGINES as _ENGINE_TYPES
 from detbal.evo.engines import Engine, Search, make_engine, progress_bar
+from detbal.progress import ProgressUI
 
 #: engine names :func:`discover` accepts
 ENGINES: tuple[str, ...] = tuple(_ENGINE_TYPES)
@@ -75,7 +76,7 @@ def load_study(
     targets: Literal["kept", "all"] = "kept",
     stored_features: bool = True,
     require_identifiable: bool = True,
-    ui: Any = None,
+    ui: ProgressUI | None = None,
 ) -> Study:
     """Kernel, features and least-action potential of ``run``.
 
@@ -256,7 +257,7 @@ def discover(
     holdout: float = 0.2,
     kind: Literal["auto", "words", "ansatz"] = "auto",
     mode: Literal["fixed", "paper"] = "fixed",
-    ui: Any = None,
+    ui: ProgressUI | None = None,
     **settings: Any,
 ) -> DiscoveryResult:
     """Search for an explicit potential V(state features) with ``engine``.
@@ -307,7 +308,7 @@ def discover_run(
     targets: Literal["kept", "all"] = "kept",
     stored_features: bool = True,
     require_identifiable: bool = True,
-    ui: Any = None,
+    ui: ProgressUI | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """:func:`load_study` of ``run``, :func:`discover` with ``engine`` and ``settings``, then
@@ -342,7 +343,7 @@ def compare(
     holdout: float = 0.2,
     seed: int = 0,
     figures: bool = True,
-    ui: Any = None,
+    ui: ProgressUI | None = None,
 ) -> dict[str, Any]:
     """``potential`` (a formula over feature names, 'family49', a state,V CSV or a formulas.csv)
     beside the numeric potential of ``run``; writes into ``out`` and returns the summary."""

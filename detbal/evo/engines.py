@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from detbal.errors import DetbalError
+from detbal.progress import ProgressUI
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Engine(Protocol):
 
     name: str
 
-    def run(self, study: Any, *, penalty: str, beta: float, seed: int, ui: Any = None) -> Search: ...
+    def run(self, study: Any, *, penalty: str, beta: float, seed: int, ui: ProgressUI | None = None) -> Search: ...
 
 
 @contextmanager
@@ -54,7 +55,7 @@ def _no_bar() -> Any:
     yield lambda n=1, **postfix: None
 
 
-def progress_bar(ui: Any, total: int | None, desc: str, unit: str) -> AbstractContextManager[Callable[..., Any]]:
+def progress_bar(ui: ProgressUI | None, total: int | None, desc: str, unit: str) -> AbstractContextManager[Callable[..., Any]]:
     """``ui.progress(...)`` when a ui is given, else a no-op."""
     return ui.progress(total, desc, unit=unit) if ui is not None else _no_bar()
 
@@ -123,7 +124,7 @@ class GPEngine:
             raise ValueError(f"population must be at least 4, got {self.population}")
 
     def run(self, study: Any, *, penalty: str = "exp", beta: float = 1.0, seed: int = 0,
-            ui: Any = None) -> Search:
+            ui: ProgressUI | None = None) -> Search:
         from detbal.evo.gp import GPConfig, make_backend, run_gp
 
         k = study.kernel
@@ -153,7 +154,7 @@ class Family49Engine:
     name: str = "family49"
 
     def run(self, study: Any, *, penalty: str = "exp", beta: float = 1.0, seed: int = 0,
-            ui: Any = None) -> Search:
+            ui: ProgressUI | None = None) -> Search:
         from detbal.evo import registry
         from detbal.evo.family49 import family_expression, fit_family49
         from detbal.evo.features import FAMILY_COLUMNS
@@ -215,7 +216,7 @@ class OperonEngine:
             raise ValueError(f"population must be at least 4, got {self.population}")
 
     def run(self, study: Any, *, penalty: str = "exp", beta: float = 1.0, seed: int = 0,
-            ui: Any = None) -> Search:
+            ui: ProgressUI | None = None) -> Search:
         import time
 
         import numpy as np
@@ -267,7 +268,7 @@ class PySREngine:
     name: str = "pysr"
 
     def run(self, study: Any, *, penalty: str = "exp", beta: float = 1.0, seed: int = 0,
-            ui: Any = None) -> Search:
+            ui: ProgressUI | None = None) -> Search:
         from detbal.evo.pysr_engine import PySRSettings, run_pysr
 
         k = study.kernel

@@ -37,10 +37,10 @@ import numpy as np
 from detbal.analysis.counts import Kernel
 from detbal.errors import DetbalError
 from detbal.evo.features import FAMILY_COLUMNS, FeatureMatrix
+from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[..., object]
 
 #: the 49 named parameters and their published defaults (METHOD.md section 5)
 DEFAULTS: dict[str, float] = {

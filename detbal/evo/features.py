@@ -23,7 +23,7 @@ import ast
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,11 +40,11 @@ from detbal.evo.tokenize import (
     lex_fixed,
     paper_string,
 )
+from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
 
 FeatureKind = Literal["words", "ansatz"]
-Progress = Callable[..., object]
 
 #: inputs of the 49-parameter family, in column order
 FAMILY_COLUMNS: tuple[str, ...] = (

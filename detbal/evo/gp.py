@@ -48,10 +48,10 @@ from detbal.analysis.action import action_and_gradient, k_zero
 from detbal.errors import DetbalError
 from detbal.evo import registry
 from detbal.evo.pareto import Formula, pareto_front
+from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[..., object]
 
 #: range of freshly drawn ephemeral constants
 CONST_RANGE = (-2.0, 2.0)

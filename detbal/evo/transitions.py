@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,11 +25,11 @@ from detbal.errors import DetbalError
 from detbal.evo.features import FeatureMatrix, featurize
 from detbal.evo.tokenize import TokenMode
 from detbal.io import load_count_rows
+from detbal.progress import Progress
 from detbal.store import RunStore, is_run_store
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[..., object]
 
 
 def source_cut_kernel(
