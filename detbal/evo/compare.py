@@ -46,6 +46,7 @@ from detbal.analysis.counts import Kernel, TransitionCounts, estimate_kernel, re
 from detbal.analysis.potential import LeastActionPotential, PotentialFit
 from detbal.errors import DetbalError, InputError
 from detbal.evo.pareto import Formula
+from detbal.io import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -434,20 +435,7 @@ def compare_potentials(
         m["heldout"] = heldout_loglik(kernel, VE, fraction=holdout, seed=seed,
                                       kernel_name=kernel_name, beta=beta)
     return Comparison(name=pot.name, states=kernel.states, V_numeric=VN, stderr=fit.stderr,
-                      V_explicit=VE, identifiable=ident, metrics=_clean(m))
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+                      V_explicit=VE, identifiable=ident, metrics=json_safe(m))
 
 
 # -- figures ------------------------------------------------------------------------------

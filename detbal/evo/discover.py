@@ -443,6 +443,6 @@ def _num(x: float) -> str:
 
 
 def _json(obj: Any) -> Any:
-    from detbal.analysis.pipeline import json_safe
+    from detbal.io import json_safe
 
     return json_safe(obj)
