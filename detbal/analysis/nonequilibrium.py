@@ -36,8 +36,8 @@ from numba import njit
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from detbal.analysis.counts import Kernel, reverse_pairs
-from detbal.analysis.resample import map_replicates, replicate_seeds, sample_edge_counts
+from detbal.analysis.counts import Kernel, _rates, reverse_pairs
+from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
 from detbal.progress import Progress
 
 
@@ -59,10 +59,17 @@ class _Pairs:
     var: np.ndarray
 
 
-def _pairs(kernel: Kernel, count: np.ndarray) -> _Pairs:
-    ok = np.flatnonzero(count > 0)
-    a, b = reverse_pairs(kernel.src[ok], kernel.dst[ok], kernel.n_states)
-    e_fg, e_gf = ok[a], ok[b]
+def _pairs(kernel: Kernel, count: np.ndarray,
+           index: tuple[np.ndarray, np.ndarray] | None = None) -> _Pairs:
+    """``index``: ``kernel.pair_index()`` when the caller needs the pairs of many counts on
+    the same kernel (the pairs with both counts > 0 are a subset of it, in the same order)."""
+    if index is None:
+        ok = np.flatnonzero(count > 0)
+        a, b = reverse_pairs(kernel.src[ok], kernel.dst[ok], kernel.n_states)
+        e_fg, e_gf = ok[a], ok[b]
+    else:
+        both = (count[index[0]] > 0) & (count[index[1]] > 0)
+        e_fg, e_gf = index[0][both], index[1][both]
     f, g = kernel.src[e_fg], kernel.dst[e_fg]
     n0 = kernel.n0
     y = np.log(count[e_fg] / n0[f]) - np.log(count[e_gf] / n0[g])
@@ -233,14 +240,20 @@ def stationary_distribution(n: int, src: np.ndarray, dst: np.ndarray, p: np.ndar
     local[states] = np.arange(len(states))
     m = len(states)
     s, d = local[src], local[dst]
-    # pi Q = 0 with Q = P - I (generator of the jump part); replace one equation by sum pi = 1
+    # pi Q = 0 with Q = P - I (generator of the jump part); replace one equation (row 0 of
+    # Q^T) by sum pi = 1; built straight in CSC (no LIL row assignment)
     out_rate = np.bincount(s, weights=p, minlength=m)
-    Qt = sparse.coo_matrix((np.concatenate([p, -out_rate]), (np.concatenate([d, np.arange(m)]),
-                            np.concatenate([s, np.arange(m)]))), shape=(m, m)).tolil()
-    Qt[0, :] = np.ones(m)
+    diag = np.arange(m)
+    row = np.concatenate([d, diag])
+    col = np.concatenate([s, diag])
+    val = np.concatenate([p, -out_rate])
+    keep = row != 0
+    Qt = sparse.coo_matrix((np.concatenate([val[keep], np.ones(m)]),
+                            (np.concatenate([row[keep], np.zeros(m, dtype=row.dtype)]),
+                             np.concatenate([col[keep], diag]))), shape=(m, m)).tocsc()
     rhs = np.zeros(m)
     rhs[0] = 1.0
-    pi_local = np.atleast_1d(spsolve(Qt.tocsc(), rhs))
+    pi_local = np.atleast_1d(spsolve(Qt, rhs))
     pi = np.zeros(n)
     pi[states] = np.clip(pi_local, 0.0, None) / np.clip(pi_local, 0.0, None).sum()
     return pi
@@ -259,6 +272,11 @@ def entropy_production(n: int, src: np.ndarray, dst: np.ndarray, p: np.ndarray) 
     rev = reverse_index(src, dst, n)
     if np.any(rev < 0):
         raise ValueError("every edge needs its reverse for a finite entropy production")
+    return _entropy_production(n, src, dst, p, rev)
+
+
+def _entropy_production(n: int, src: np.ndarray, dst: np.ndarray, p: np.ndarray,
+                        rev: np.ndarray) -> float:
     pi = stationary_distribution(n, src, dst, p)
     J = pi[src] * p
     Jr = J[rev]
@@ -280,11 +298,19 @@ def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs) -> tuple[f
     main = _main_pair_component(kernel.n_states, pairs)
     if not main.any():
         return math.nan, 0
-    e = np.concatenate([pairs.e_fg[main], pairs.e_gf[main]])
-    e.sort()
-    rates = kernel.rates(count)[e]
-    states = len(np.unique(kernel.src[e]))
-    return entropy_production(kernel.n_states, kernel.src[e], kernel.dst[e], rates), states
+    both = np.concatenate([pairs.e_fg[main], pairs.e_gf[main]])
+    order = np.argsort(both, kind="stable")
+    e = both[order]
+    # the reverse of every edge is its pair's other edge: its position in e
+    m = int(np.count_nonzero(main))
+    position = np.empty(2 * m, dtype=np.int64)
+    position[order] = np.arange(2 * m)
+    partner = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
+    rev = position[partner[order]]
+    rates = _rates(count[e], kernel.n0[kernel.src[e]], kernel.mode)
+    src = kernel.src[e]
+    states = int(np.count_nonzero(np.diff(src)) + 1)
+    return _entropy_production(kernel.n_states, src, kernel.dst[e], rates, rev), states
 
 
 # -- everything, with the bootstrap ---------------------------------------------------------
@@ -385,7 +411,8 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
         quasi_symmetry,
     )
 
-    pairs = _pairs(kernel, kernel.count)
+    index = kernel.pair_index()  # every replicate's pairs are a subset of these
+    pairs = _pairs(kernel, kernel.count, index)
     tri, idx, sign = _triangle_index(kernel, pairs)
     A, v = _triangle_values(pairs.y, pairs.var, idx, sign)
     weight = 1.0 / v if len(v) else np.zeros(0)
@@ -396,14 +423,15 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     n0 = kernel.n0
     if bootstrap > 0:
         seeds = replicate_seeds(seed, 2 * bootstrap)
+        ptr = row_pointer(kernel.src, kernel.n_states)
 
         def resample(s: int) -> tuple[float, float]:
-            cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, s).astype(float)
+            cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, s, ptr=ptr).astype(float)
             ms_b = math.nan
             if len(A):
                 y = _log_ratios(cnt[pairs.e_fg], cnt[pairs.e_gf], n0[pairs.f], n0[pairs.g])
                 ms_b = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
-            return ms_b, _kernel_entropy(kernel, cnt, _pairs(kernel, cnt))[0]
+            return ms_b, _kernel_entropy(kernel, cnt, _pairs(kernel, cnt, index))[0]
 
         for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress):
             ms_boot.append(ms_b)
@@ -413,15 +441,16 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
         pos_fg = _edge_positions(src, dst, kernel.n_states, pairs.f, pairs.g)
         pos_gf = _edge_positions(src, dst, kernel.n_states, pairs.g, pairs.f)
         pos_kernel = _edge_positions(src, dst, kernel.n_states, kernel.src, kernel.dst)
+        ptr_null = row_pointer(src, kernel.n_states)
 
         def null(s: int) -> tuple[float, float]:
-            cnt = sample_edge_counts(src, p, kernel.trials, s).astype(float)
+            cnt = sample_edge_counts(src, p, kernel.trials, s, ptr=ptr_null).astype(float)
             ms_n = math.nan
             if len(A):
                 y = _log_ratios(cnt[pos_fg], cnt[pos_gf], n0[pairs.f], n0[pairs.g])
                 ms_n = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
             on_kernel = cnt[pos_kernel]
-            return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel))[0]
+            return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel, index))[0]
 
         for ms_n, ep_n in map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs):
             ms_null.append(ms_n)
