@@ -15,16 +15,15 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from detbal.analysis.counts import Kernel, TransitionCounts, estimate_kernel
+from detbal.analysis.counts import Kernel, TransitionCounts, estimate_kernel, load_counts
 from detbal.analysis.summary import direction_stats
 from detbal.errors import DetbalError
 from detbal.evo.features import FeatureMatrix, featurize
 from detbal.evo.tokenize import TokenMode
-from detbal.io import load_count_rows
 from detbal.progress import Progress
 from detbal.store import RunStore, is_run_store
 
@@ -104,8 +103,7 @@ def load_run(
     a state has none).
     """
     path = Path(path)
-    rows = load_count_rows(path)
-    counts = TransitionCounts.from_rows(rows)
+    counts = load_counts(path)
     make = source_cut_kernel if targets == "all" else estimate_kernel
     if targets not in ("all", "kept"):
         raise DetbalError(f"unknown targets {targets!r}: use all or kept")
@@ -125,15 +123,4 @@ def load_run(
     return kernel, F
 
 
-def describe(kernel: Kernel) -> dict[str, Any]:
-    """Sizes of a kernel (for reports)."""
-    return {
-        "states": kernel.n_states,
-        "edges": int(len(kernel.src)),
-        "sources": kernel.n_sources,
-        "total_attempts": kernel.total_attempts,
-        "n0": kernel.mode,
-    }
-
-
-__all__ = ["describe", "direction_stats", "load_run", "source_cut_kernel"]
+__all__ = ["direction_stats", "load_run", "source_cut_kernel"]
