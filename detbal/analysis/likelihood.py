@@ -437,9 +437,8 @@ def quasi_symmetry(data: PairData, tol: float = 1e-12) -> _QuasiSymmetry:
     are fitted exactly), so only pairs inside a component of two or more states
     count; df = pairs - states + components, the number of independent cycles.
     """
-    from detbal.analysis._newton import minimise_action
-    from detbal.analysis.action import SOFTPLUS
     from detbal.analysis.counts import reverse_index
+    from detbal.analysis.potential import _minimise
 
     n = data.n_states
     graph = sparse.coo_matrix((np.ones(len(data.src)), (data.src, data.dst)), shape=(n, n)).tocsr()
@@ -454,8 +453,10 @@ def quasi_symmetry(data: PairData, tol: float = 1e-12) -> _QuasiSymmetry:
     local = np.full(n, -1, dtype=np.int64)
     local[states] = np.arange(len(states))
     ls, ld = local[s].astype(np.int32), local[d].astype(np.int32)
-    W, _, _, _, _, _ = minimise_action(ls, ld, c, SOFTPLUS, 1.0, data.offset[states], ftol=tol,
-                                       gtol=1e-9, max_iter=1000)
+    # Newton-CG, and L-BFGS-B from where it stopped should it fail (at 1e5 states it can stop
+    # on a failed line search two steps in, one pair's fitted mean at 0 and the deviance inf)
+    W, _, _, _ = _minimise(len(states), ls, ld, c, "softplus", 1.0, data.offset[states], tol, 1000,
+                           gtol=1e-9, threads=False)
     rev = reverse_index(s, d, n)
     has_rev = rev >= 0
     total = c + np.where(has_rev, c[np.maximum(rev, 0)], 0.0)

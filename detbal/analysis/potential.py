@@ -157,7 +157,8 @@ def _components(kernel: Kernel, src: np.ndarray, dst: np.ndarray, positive: np.n
 
 def _minimise(
     n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, kernel_name: str, beta: float,
-    V0: np.ndarray, tol: float, max_iter: int, solver: str = "newton",
+    V0: np.ndarray, tol: float, max_iter: int, solver: str = "newton", *,
+    gtol: float | None = None, threads: bool = True,
 ) -> tuple[np.ndarray, float, bool, int]:
     """Minimise the un-normalised action (gradients of order T, not T/n).
 
@@ -166,7 +167,8 @@ def _minimise(
     L-BFGS-B's tests (relative decrease <= tol, or max |grad| <= 100 tol); should it
     fail, L-BFGS-B continues from where it stopped.  Threads are used above
     ``PARALLEL_EDGES`` edges, and only from the main thread (bootstrap workers
-    run in threads of their own).
+    run in threads of their own).  ``gtol``: the gradient test (default 100 tol);
+    ``threads=False`` keeps every evaluation serial.
     """
     if n == 0 or len(src) == 0:
         return np.zeros(n), 0.0, True, 0
@@ -175,13 +177,14 @@ def _minimise(
     from detbal.analysis._newton import CONVERGED_F, CONVERGED_G, minimise_action
     from detbal.analysis.action import kernel_code, thread_count
 
+    gtol = tol * 1e2 if gtol is None else gtol
     nthreads = thread_count(len(src), None)
-    if threading.current_thread() is not threading.main_thread():
+    if not threads or threading.current_thread() is not threading.main_thread():
         nthreads = 1
     x, nit = V0, 0
     if solver == "newton":
         x, value, status, nit, _, _ = minimise_action(
-            src, dst, w, kernel_code(kernel_name), beta, V0, ftol=tol, gtol=tol * 1e2,
+            src, dst, w, kernel_code(kernel_name), beta, V0, ftol=tol, gtol=gtol,
             max_iter=max_iter, nthreads=nthreads,
         )
         if status in (CONVERGED_F, CONVERGED_G):
@@ -198,7 +201,7 @@ def _minimise(
 
     res = optimize.minimize(
         fun, x, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "maxcor": 20, "ftol": tol, "gtol": tol * 1e2,
+        options={"maxiter": max_iter, "maxcor": 20, "ftol": tol, "gtol": gtol,
                  "maxfun": 4 * max_iter},
     )
     return res.x, float(res.fun), bool(res.success), nit + int(res.nit)
