@@ -157,6 +157,50 @@ def baseline_worker(data: str, kernel: str) -> None:
     print(json.dumps({"fit_seconds": res["seconds"], "nit": res["nit"]}))
 
 
+def stage_cpu_worker(data: str, out: str) -> None:
+    """The default ``detbal analyze`` in this process, with the CPU seconds (all threads) of
+    every stage beside its wall seconds: on a loaded machine the CPU time is what a quiet
+    one would need, wall time divided by the threads it keeps busy."""
+    from contextlib import contextmanager
+
+    from detbal.analysis import result
+    from detbal.cli import main as cli
+
+    cpu: dict[str, float] = {}
+    wall: dict[str, float] = {}
+    plain = result.Timer.stage
+
+    @contextmanager
+    def stage(self, name):  # type: ignore[no-untyped-def]
+        c, w = time.process_time(), time.perf_counter()
+        try:
+            with plain(self, name):
+                yield
+        finally:
+            cpu[name] = time.process_time() - c
+            wall[name] = time.perf_counter() - w
+
+    result.Timer.stage = stage
+    c0, w0 = time.process_time(), time.perf_counter()
+    code = cli(["-q", "analyze", data, "--out", out])
+    total_cpu, total_wall = time.process_time() - c0, time.perf_counter() - w0
+    print(json.dumps({"code": code, "cpu": cpu, "wall": wall, "total_cpu": total_cpu,
+                      "total_wall": total_wall}))
+
+
+def section_stage_cpu(args: argparse.Namespace, folder: Path) -> None:
+    print("\n== CPU seconds per stage (all threads) beside wall seconds, one run each ==", flush=True)
+    for name in args.stage_cpu:
+        data = make_data(name, folder)
+        r = run([sys.executable, os.path.abspath(__file__), "--stage-cpu-worker", str(data),
+                 str(folder / f"out-cpu-{name}")], child_env(), args.timeout)
+        t = json.loads(r["stdout"].strip().splitlines()[-1])
+        stages = ", ".join(f"{k} {t['cpu'][k]:.1f}/{t['wall'][k]:.1f}" for k in t["cpu"])
+        print(f"{name}: process {r['seconds']:.1f} s wall, peak {r['rss_mib']:.0f} MiB; analysis "
+              f"(imports excluded) {t['total_cpu']:.1f} s CPU / {t['total_wall']:.1f} s wall; "
+              f"stages CPU/wall s: {stages}", flush=True)
+
+
 # -- report -----------------------------------------------------------------------------------
 def med(xs: list[float]) -> float:
     xs = [x for x in xs if x == x]
@@ -240,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--baseline-worker"]:
         baseline_worker(argv[1], argv[2])
         return 0
+    if argv[:1] == ["--stage-cpu-worker"]:
+        stage_cpu_worker(argv[1], argv[2])
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 repeats, no cold run")
     p.add_argument("--huge", action="store_true", help="add 1e6 states / 1e7 attempts")
@@ -251,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", choices=["s300", "ring1000", "paper", "1e5", "1e6"],
                    help="data sets of the size table (default: all but 1e6; --huge adds it)")
     p.add_argument("--skip-paper", action="store_true", help="leave out the baseline comparison")
+    p.add_argument("--stage-cpu", nargs="*", default=["paper", "1e5"],
+                   choices=["s300", "ring1000", "paper", "1e5", "1e6"],
+                   help="data sets whose stages are also timed in CPU seconds (default paper 1e5;"
+                        " none: --stage-cpu with no name)")
     a = p.parse_args(argv)
     a.repeats = 3 if a.quick else 5
     if a.sizes is None:
@@ -265,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_paper:
         section_paper(a, folder)
     section_sizes(a, folder)
+    if a.stage_cpu:
+        section_stage_cpu(a, folder)
     if cold:
         section_cold(a, folder)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; {machine_line()}")
