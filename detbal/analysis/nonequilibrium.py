@@ -37,7 +37,12 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from detbal.analysis.counts import Kernel, _rates, reverse_pairs
-from detbal.analysis.resample import map_replicates, replicate_seeds, row_pointer, sample_edge_counts
+from detbal.analysis.resample import (
+    map_replicates,
+    replicate_seeds,
+    row_pointer,
+    sample_edge_counts,
+)
 from detbal.progress import Progress
 
 
