@@ -196,8 +196,29 @@ def test_kill_9_mid_guided_words_run_continues_the_same_selection(server, tmp_pa
     assert 22 <= killed_at < n
     done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = sorted(check_complete(store, n), key=lambda r: r["seq"])
-    # every draw, before and after the kill, is the one the stored attempts before it imply
+    _assert_draws_follow_the_stored_prefix(sorted(check_complete(store, n), key=lambda r: r["seq"]),
+                                           every, seed)
+
+
+def test_call_budget_under_guidance_stops_and_the_next_session_continues_the_draws(server, tmp_path) -> None:
+    store = tmp_path / "b.sqlite"
+    n, every, seed = 40, 5, 11
+    cmd = command(server, store, n, "--select", "potential", "--select-every", str(every),
+                  "--select-tau", "0.5")
+    cmd[cmd.index("--concurrency") + 1] = "1"
+    for budget, stored in (("13", 13), ("27", 27)):
+        done = subprocess.run(cmd + ["--budget-calls", budget], check=False, env=ENV,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 3, done.stderr  # stopped by the budget, resumable
+        assert count(store) == stored
+    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    _assert_draws_follow_the_stored_prefix(sorted(check_complete(store, n), key=lambda r: r["seq"]),
+                                           every, seed)
+
+
+def _assert_draws_follow_the_stored_prefix(rows: list[dict], every: int, seed: int) -> None:
+    """Every draw, in every session, is the one the stored attempts before it imply."""
     guide = Guide(Selection("potential", tau=0.5, every=every))
     found = ["BUZZY"]
     estimated = 0
