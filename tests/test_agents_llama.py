@@ -27,6 +27,7 @@ from detbal.agents.words import PromptTemplate  # noqa: E402
 from detbal.cli import main  # noqa: E402
 from detbal.errors import DetbalError  # noqa: E402
 from detbal.store import ESCAPE_CATEGORIES, RunStore  # noqa: E402
+from test_agents_resume import count  # noqa: E402
 
 
 def _model() -> Path:
@@ -192,13 +193,13 @@ def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
     cmd = [*base, "--store", str(store), "--backend", "local", "--attempts", str(n)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _count(store) < 5:
+    while count(store) < 5:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.05)
     proc.kill()
     proc.wait(10)
-    assert 5 <= _count(store) < n
+    assert 5 <= count(store) < n
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     live = _check_constrained_words(store, n)
@@ -216,16 +217,6 @@ def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
     assert [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in again] == key
 
 
-def _count(store: Path) -> int:
-    if not store.exists():
-        return 0
-    try:
-        with RunStore(store, create=False) as s:
-            return len(list(s.iter_attempts()))
-    except Exception:  # the store is being created
-        return 0
-
-
 def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path, monkeypatch) -> None:
     """Every constrained answer parses into three ansatzes; the call budget stops between rounds;
     the same command resumes; the whole answers stored once per call replay the study offline."""
@@ -237,7 +228,7 @@ def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path
     base = ["-q", "run", "fit", "--islands", "1", "--cycles", "1", "--rounds", "2", "--starts", "10",
             "--seed", "3", "--concurrency", "1", "--attempts", "6"]
     assert main([*base, "--store", str(live), "--backend", "local", "--budget-calls", "1"]) == 3
-    assert _count(live) == 3  # one whole round, nothing of the next
+    assert count(live) == 3  # one whole round, nothing of the next
     assert main([*base, "--store", str(live), "--backend", "local"]) == 0
     with RunStore(live, create=False) as s:
         (run,) = s.runs()
@@ -283,13 +274,13 @@ def test_constrained_fit_on_the_embedded_model_survives_kill_9(tmp_path) -> None
            "--seed", "5", "--concurrency", "1", "--attempts", str(n)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-    while _count(store) < 3:
+    while count(store) < 3:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.05)
     proc.kill()
     proc.wait(10)
-    assert 3 <= _count(store) < n
+    assert 3 <= count(store) < n
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     with RunStore(store, create=False) as s:
