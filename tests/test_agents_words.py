@@ -65,6 +65,21 @@ def test_majority_needs_n_agreeing() -> None:
         WordsConfig(vote=(3, 4))
 
 
+def test_library_errors_name_parameters_not_command_line_flags() -> None:
+    from detbal.agents.backends.local import LocalBackend
+    from detbal.agents.fit import FitConfig
+
+    cases = [(lambda: WordsConfig(vote=(3, 4)), "vote"),
+             (lambda: LocalBackend(n_threads=0), "n_threads"),
+             (lambda: FitConfig(islands=0), "islands must be at least 1"),
+             (lambda: FitConfig(mode="three-call"), "mode must be one of"),
+             (lambda: FitConfig(repopulate_fraction=1.5), "repopulate_fraction")]
+    for make, words in cases:
+        with pytest.raises(DetbalError) as err:
+            make()
+        assert words in str(err.value) and "--" not in str(err.value)
+
+
 def test_seed_word_must_be_valid_unless_relaxed() -> None:
     with pytest.raises(DetbalError, match="sums to 24"):
         WordsConfig(seed_word="CAT")

@@ -296,12 +296,12 @@ class WordsConfig:
             raise DetbalError(f"seed word {self.seed_word!r} is not alphabetic")
         if not self.relaxed and letter_sum(word) != self.target:
             raise DetbalError(
-                f"seed word {word} sums to {letter_sum(word)}, not {self.target} (use --relaxed?)"
+                f"seed word {word} sums to {letter_sum(word)}, not {self.target} (relaxed mode takes any word)"
             )
         if self.vote is not None:
             m, n = self.vote
             if not 1 <= n <= m:
-                raise DetbalError("--vote M:n needs 1 <= n <= M")
+                raise DetbalError("vote (M, n) needs 1 <= n <= M")
         if self.constrain and self.relaxed:
             raise DetbalError("constrained decoding needs the strict word task (relaxed is set)")
 
@@ -326,7 +326,7 @@ def parse_vote(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
     if not m:
-        raise DetbalError(f"--vote wants M:n (e.g. 5:3), not {text!r}")
+        raise DetbalError(f"a vote is written M:n (e.g. 5:3), not {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 

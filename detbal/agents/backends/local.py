@@ -61,7 +61,7 @@ class LocalBackend:
     def __init__(self, model_path: str | Path | None = None, *, n_threads: int = 1,
                  n_instances: int = 1, n_ctx: int = 1024) -> None:
         if n_threads < 1 or n_instances < 1:
-            raise DetbalError("--threads and --instances must be at least 1")
+            raise DetbalError("n_threads and n_instances must be at least 1")
         self.model_path = Path(model_path) if model_path else packaged_model_path()
         if not self.model_path.is_file():
             raise InputError(self.model_path, "no such model file")

@@ -70,13 +70,13 @@ class FitConfig:
         if self.dataset not in DATASET_NAMES:
             raise DetbalError(f"unknown data set {self.dataset!r} (choose from {', '.join(DATASET_NAMES)})")
         if self.mode not in MODES:
-            raise DetbalError(f"--fit-mode must be one of {', '.join(MODES)}")
+            raise DetbalError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         for name in ("islands", "cycles", "rounds", "per_round", "population", "repopulate_every",
                      "starts", "fit_maxiter", "max_tokens", "translate_max_tokens"):
             if int(getattr(self, name)) < 1:
-                raise DetbalError(f"--{name.replace('_', '-')} must be at least 1")
+                raise DetbalError(f"{name} must be at least 1")
         if not 0.0 <= self.repopulate_fraction < 1.0:
-            raise DetbalError("--repopulate-fraction must be in [0, 1)")
+            raise DetbalError("repopulate_fraction must be in [0, 1)")
         _ = self.selection  # validates the selection fields
 
     @property

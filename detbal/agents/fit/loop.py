@@ -238,14 +238,14 @@ class FitSearch:
         if not backends:
             raise DetbalError("the fit agent needs at least one model backend")
         if concurrency < 1:
-            raise DetbalError("--concurrency must be at least 1")
+            raise DetbalError("concurrency must be at least 1")
         self.store = store
         self.run_id = run_id
         self.backends = list(backends)
         self.config = config
         self.target = int(attempts) if attempts is not None else config.planned_attempts
         if self.target < 0:
-            raise DetbalError("--attempts must not be negative")
+            raise DetbalError("attempts must not be negative")
         self.concurrency = concurrency
         self.progress = progress
         self.call = call or default_call()
