@@ -46,6 +46,33 @@ def _other_alive(u, skip, ptr, inc, alive):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _walk(e, start, a, b, y, v, d, ptr, inc, alive, seen, walk_edge, walk_sign, n_walk):  # pragma: no cover - compiled
+    """Walk from ``start`` along edge ``e`` through nodes of degree 2 until a node of
+    another degree or ``start`` again; records each edge and its orientation from
+    ``n_walk`` on and returns (end node, oriented sum of y, sum of v, next n_walk)."""
+    prev = start
+    sy = 0.0
+    sv = 0.0
+    while True:
+        seen[e] = True
+        walk_edge[n_walk] = e
+        if a[e] == prev:
+            sy += y[e]
+            nxt = b[e]
+            walk_sign[n_walk] = 1.0
+        else:
+            sy -= y[e]
+            nxt = a[e]
+            walk_sign[n_walk] = -1.0
+        n_walk += 1
+        sv += v[e]
+        if nxt == start or d[nxt] != 2:
+            return nxt, sy, sv, n_walk
+        e = _other_alive(nxt, e, ptr, inc, alive)
+        prev = nxt
+
+
+@njit(cache=True, nogil=True)
 def _find(parent, i):  # pragma: no cover - compiled
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -147,26 +174,8 @@ def _reduce(a, b, y, v, n, want_x):  # pragma: no cover - compiled
             if not alive[e] or seen[e]:
                 continue
             chain_lo[n_chain] = n_walk
-            prev = u
-            sy = 0.0
-            sv = 0.0
-            while True:
-                seen[e] = True
-                walk_edge[n_walk] = e
-                if a[e] == prev:
-                    sy += y[e]
-                    nxt = b[e]
-                    walk_sign[n_walk] = 1.0
-                else:
-                    sy -= y[e]
-                    nxt = a[e]
-                    walk_sign[n_walk] = -1.0
-                n_walk += 1
-                sv += v[e]
-                if d[nxt] != 2:
-                    break
-                e = _other_alive(nxt, e, ptr, inc, alive)
-                prev = nxt
+            nxt, sy, sv, n_walk = _walk(e, u, a, b, y, v, d, ptr, inc, alive, seen, walk_edge,
+                                        walk_sign, n_walk)
             chain_from[n_chain] = u
             chain_to[n_chain] = nxt
             chain_sy[n_chain] = sy
@@ -186,27 +195,8 @@ def _reduce(a, b, y, v, n, want_x):  # pragma: no cover - compiled
             continue
         chain_lo[n_chain] = n_walk
         start = a[e0]
-        prev = start
-        e = e0
-        sy = 0.0
-        sv = 0.0
-        while True:
-            seen[e] = True
-            walk_edge[n_walk] = e
-            if a[e] == prev:
-                sy += y[e]
-                nxt = b[e]
-                walk_sign[n_walk] = 1.0
-            else:
-                sy -= y[e]
-                nxt = a[e]
-                walk_sign[n_walk] = -1.0
-            n_walk += 1
-            sv += v[e]
-            if nxt == start:
-                break
-            e = _other_alive(nxt, e, ptr, inc, alive)
-            prev = nxt
+        _, sy, sv, n_walk = _walk(e0, start, a, b, y, v, d, ptr, inc, alive, seen, walk_edge,
+                                  walk_sign, n_walk)
         chain_from[n_chain] = start
         chain_to[n_chain] = start
         chain_sy[n_chain] = sy
