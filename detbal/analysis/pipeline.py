@@ -2,8 +2,10 @@
 
 The library call is :func:`detbal.analysis.result.analyze` (``detbal.analyze``): a
 kernel in, an :class:`~detbal.analysis.result.AnalysisResult` out, nothing written.
-:func:`analyze` here is the path-based wrapper used by the command and the demo; it
-starts the figures in a child process as soon as their inputs exist.
+:func:`run_analysis` here is the path-based wrapper used by the command and the demo
+(load, estimate the kernel, analyse, save; it returns the result, so callers print
+from its attributes); it starts the figures in a child process as soon as their
+inputs exist.  :func:`analyze` is the same, returning the summary written.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detbal.analysis.counts import Kernel, N0Mode, estimate_kernel, load_counts
 from detbal.analysis.result import ESTIMATORS  # noqa: F401 - re-exported
 from detbal.errors import DetbalError
 from detbal.io import json_safe  # noqa: F401 - re-exported
 from detbal.progress import ProgressUI
+
+if TYPE_CHECKING:
+    from detbal.analysis.result import AnalysisResult
 
 
 def load_kernel(
@@ -34,7 +39,7 @@ def load_kernel(
     return estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=attempts)
 
 
-def analyze(
+def run_analysis(
     input_path: str | Path,
     out_dir: str | Path,
     *,
@@ -46,9 +51,10 @@ def analyze(
     ui: ProgressUI | None = None,
     figure_process: bool = False,
     **options: Any,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Analyse a store or importable file and write summary.json, potential.csv and (with
-    ``figures``) report.md and the figures into ``out_dir``; returns the summary written.
+    ``figures``) report.md and the figures into ``out_dir``; returns the
+    :class:`~detbal.analysis.result.AnalysisResult` (its ``timings`` include ``load``).
 
     ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
     :func:`~detbal.analysis.counts.estimate_kernel`; ``kernel`` is the action's penalty K
@@ -58,6 +64,33 @@ def analyze(
     the figures in a child process while the rest is computed (for ``__main__``-guarded
     programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
+    return _run(input_path, out_dir, n0=n0, min_source_count=min_source_count, attempts=attempts,
+                kernel=kernel, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
+
+
+def analyze(
+    input_path: str | Path,
+    out_dir: str | Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`run_analysis`, returning the summary written (summary.json's content, with the
+    figure list when figures were drawn) instead of the result."""
+    return _run(input_path, out_dir, **options)[1]
+
+
+def _run(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    n0: N0Mode = "empirical",
+    min_source_count: float | None = None,
+    attempts: float | None = None,
+    kernel: str = "exp",
+    figures: bool = True,
+    ui: ProgressUI | None = None,
+    figure_process: bool = False,
+    **options: Any,
+) -> tuple[AnalysisResult, dict[str, Any]]:
     from detbal.analysis import report
     from detbal.analysis.result import analyze as analyze_kernel
 
@@ -76,7 +109,7 @@ def analyze(
             **options,
         )
         res = dataclasses.replace(res, timings={"load": load_time, **res.timings})
-        return report.save_result(res, out, figures=figures, painter=painter)
+        return res, report.save_result(res, out, figures=figures, painter=painter)
     finally:
         if painter is not None:
             painter.close()
