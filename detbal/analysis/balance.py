@@ -37,6 +37,7 @@ from detbal.analysis.resample import (
     row_pointer,
     sample_edge_counts,
 )
+from detbal.parallel import MapBackend
 from detbal.progress import Progress
 
 
@@ -377,13 +378,15 @@ def balance_tests(
     progress: Progress | None = None,
     n_jobs: int = 1,
     stop: SequentialStop | None = None,
+    backend: MapBackend | None = None,
 ) -> BalanceTests:
     """Global test and the paper's triplet test with bootstrap p-values.
 
     ``min_count`` applies to the global test's pair counts; ``triplet_min_count``
     is the paper's cut (0 for words, 1 for the fitting agent; default
     ``min_count``).  ``n_jobs`` > 1 runs the simulations in threads (same
-    numbers: every simulation has its own seed).  ``stop``: end the simulations
+    numbers: every simulation has its own seed); ``backend`` (:mod:`detbal.parallel`,
+    e.g. a Dask cluster) runs them instead.  ``stop``: end the simulations
     early once the global test's decision is settled (:class:`SequentialStop`; the
     simulations done are the first of the full run's, and each test states its
     Monte-Carlo standard error).
@@ -408,7 +411,7 @@ def balance_tests(
             return None if math.isnan(p_sim) or math.isnan(p_glob) else p_sim <= p_glob
 
         for stat in map_until(sim.statistics, replicate_seeds(seed, bootstrap), extreme, stop,
-                              n_jobs=n_jobs, progress=progress):
+                              n_jobs=n_jobs, progress=progress, backend=backend):
             sims_glob.append(_p_asymptotic(stat.chi2, stat.df))
             sims_trip.append(_p_asymptotic(stat.triplet_chi2, stat.n_triplets))
             chi2_glob.append(stat.chi2 * wls.df / stat.df if stat.df > 0 else math.nan)

@@ -47,6 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=0,
                    help="threads for the bootstrap and the test simulations (default 0: every core;"
                    " the numbers do not depend on it)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                   help="send the bootstrap replicates and test simulations to a Dask scheduler"
+                   " (tcp://host:8786), or to a local Dask cluster of N processes (local:N);"
+                   " same numbers as without (needs dask[distributed])")
     p.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
     p.set_defaults(handler=_analyze)
 
@@ -91,7 +95,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
         estimator=args.estimator, deviance=args.deviance,
         seed=args.seed,
-        n_jobs=args.jobs, figures=not args.no_figures, ui=ui,
+        n_jobs=args.jobs, scheduler=args.scheduler, figures=not args.no_figures, ui=ui,
         figure_process=_spare_core(args.jobs),
     )
     ui.echo(format_summary(summary, Path(args.out)))

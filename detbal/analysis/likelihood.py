@@ -63,6 +63,7 @@ from detbal.analysis.resample import (
     sample_edge_counts,
 )
 from detbal.errors import DetbalError
+from detbal.parallel import MapBackend
 from detbal.progress import Progress
 
 #: range of prior widths (of beta V) searched by empirical Bayes
@@ -279,7 +280,8 @@ class LikelihoodPotential:
 
     def __init__(self, beta: float = 1.0, gauge: str = "mean", prior_width: float | None = None,
                  bootstrap: int = 0, seed: int | None = 0, penalty: str = "exp",
-                 n_jobs: int = 1, *, action_kernel: str | None = None) -> None:
+                 n_jobs: int = 1, *, action_kernel: str | None = None,
+                 backend: MapBackend | None = None) -> None:
         if beta <= 0:
             raise DetbalError(f"beta must be positive, got {beta}")
         if prior_width is not None and not prior_width > 0:
@@ -292,6 +294,8 @@ class LikelihoodPotential:
         #: the action's K for the reported action (``action_kernel``: its former name)
         self.penalty = self.action_kernel = penalty if action_kernel is None else action_kernel
         self.n_jobs = max(1, int(n_jobs))
+        #: runs the bootstrap instead of ``n_jobs`` threads (:mod:`detbal.parallel`)
+        self.backend = backend
 
     def fit(self, kernel: Kernel, progress: Progress | None = None) -> LikelihoodFit:
         data = pair_data(kernel)
@@ -381,6 +385,7 @@ class LikelihoodPotential:
         """Attempts resampled per source; MAP refitted at the same prior width."""
         pair_edge = data.sampled[kernel.src] & data.sampled[kernel.dst]
         V_fit = W_fit - data.offset[dom.states]
+        beta = self.beta  # not self: the replicate function is pickled to a backend's workers
 
         def one(seed: int) -> np.ndarray:
             cnt = sample_edge_counts(kernel.src, kernel.T, kernel.trials, seed).astype(float)
@@ -398,11 +403,11 @@ class LikelihoodPotential:
             else:  # align on the states this replicate could fit
                 bV = bV - bV[seen].mean() + V_fit[seen].mean()
             row = np.full(kernel.n_states, np.nan)
-            row[dom.states[seen]] = bV[seen] / self.beta
+            row[dom.states[seen]] = bV[seen] / beta
             return row
 
         rows = map_replicates(one, replicate_seeds(self.seed, self.bootstrap), n_jobs=self.n_jobs,
-                              progress=progress)
+                              progress=progress, backend=self.backend)
         return np.array(rows).reshape(self.bootstrap, kernel.n_states)
 
 
@@ -523,13 +528,15 @@ class DevianceTest:
 
 def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 0,
                   n_jobs: int = 1, progress: Progress | None = None,
-                  stop: SequentialStop | None = None) -> DevianceTest:
+                  stop: SequentialStop | None = None,
+                  backend: MapBackend | None = None) -> DevianceTest:
     """G^2 = 2 sum n log(n / mu) of the quasi-symmetry fit, df = independent cycles.
 
     The p-value is a parametric bootstrap: the fitted reversible kernel is simulated
     with the same attempts per source and refitted; beyond the simulated range the
     tail is extrapolated (:func:`detbal.analysis.pvalues.bootstrap_p_value`).  ``stop``
-    ends the simulations once the 5% decision is settled (on a prefix of the same seeds).
+    ends the simulations once the 5% decision is settled (on a prefix of the same seeds);
+    ``backend`` (:mod:`detbal.parallel`) runs them instead of ``n_jobs`` threads.
     """
     from scipy.special import (
         chdtrc,  # = scipy.stats.chi2.sf(x, df), without scipy.stats
@@ -555,7 +562,7 @@ def deviance_test(kernel: Kernel, *, simulations: int = 200, seed: int | None = 
             return None if r[1] <= 0 else r[0] * qs.df / r[1] >= qs.deviance
 
         for dev, df in map_until(one, replicate_seeds(seed, simulations), extreme, stop,
-                                 n_jobs=n_jobs, progress=progress):
+                                 n_jobs=n_jobs, progress=progress, backend=backend):
             if df > 0:
                 sims.append(dev * qs.df / df)  # G^2 per df, on the data's df
     # compared per degree of freedom: on sparse data the simulations, drawn on the observed

@@ -43,6 +43,7 @@ from detbal.analysis.resample import (
     row_pointer,
     sample_edge_counts,
 )
+from detbal.parallel import MapBackend
 from detbal.progress import Progress
 
 
@@ -403,12 +404,14 @@ def _log_ratios(cnt_fg: np.ndarray, cnt_gf: np.ndarray, n0_f: np.ndarray, n0_g: 
 
 def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0,
                    level: float = 0.95, n_jobs: int = 1,
-                   progress: Progress | None = None) -> Nonequilibrium:
+                   progress: Progress | None = None,
+                   backend: MapBackend | None = None) -> Nonequilibrium:
     """Affinities of 3-cycles and of a cycle basis, RMS affinity and entropy production.
 
     ``bootstrap`` replicates are drawn twice: from the estimated kernel (the spread
     of every estimate, and the bias correction of the entropy production) and from
-    the fitted reversible kernel (the noise floor of the mean square affinity).
+    the fitted reversible kernel (the noise floor of the mean square affinity); in
+    ``n_jobs`` threads, or on ``backend`` (:mod:`detbal.parallel`), same numbers.
     """
     from detbal.analysis.likelihood import (
         pair_data,
@@ -438,7 +441,8 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
                 ms_b = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
             return ms_b, _kernel_entropy(kernel, cnt, _pairs(kernel, cnt, index))[0]
 
-        for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress):
+        for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress,
+                                         backend=backend):
             ms_boot.append(ms_b)
             ep_boot.append(ep_b)
         qs = quasi_symmetry(pair_data(kernel))
@@ -457,7 +461,7 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
             on_kernel = cnt[pos_kernel]
             return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel, index))[0]
 
-        for ms_n, ep_n in map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs):
+        for ms_n, ep_n in map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs, backend=backend):
             ms_null.append(ms_n)
             ep_null.append(ep_n)
     rms = _floor_interval(ms, np.array(ms_boot), np.array(ms_null), level, root=True)

@@ -41,6 +41,7 @@ from detbal.analysis.resample import (
     sample_edge_counts,
 )
 from detbal.errors import DetbalError
+from detbal.parallel import MapBackend
 from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -288,9 +289,12 @@ class LeastActionPotential:
         solver: str = "newton",
         *,
         kernel: str | None = None,
+        backend: MapBackend | None = None,
     ) -> None:
         """``solver``: ``newton`` (compiled truncated Newton-CG, default) or ``lbfgs``
-        (scipy L-BFGS-B with the analytic numba gradient); both reach the same minimum."""
+        (scipy L-BFGS-B with the analytic numba gradient); both reach the same minimum.
+        ``backend`` (:mod:`detbal.parallel`, e.g. a Dask cluster) runs the bootstrap
+        replicates instead of ``n_jobs`` threads; same numbers."""
         penalty = penalty if kernel is None else kernel
         k_zero(penalty)  # validates the name
         if solver not in SOLVERS:
@@ -304,6 +308,7 @@ class LeastActionPotential:
         self.bootstrap = int(bootstrap)
         self.seed = seed
         self.n_jobs = max(1, int(n_jobs))
+        self.backend = backend
         self.tol = tol
         self.max_iter = max_iter
 
@@ -365,12 +370,13 @@ class LeastActionPotential:
         trials = np.ascontiguousarray(np.rint(kernel.trials), dtype=np.int64)
         ptr = row_pointer(kernel.src, kernel.n_states)
         seeds = replicate_seeds(self.seed, self.bootstrap)
+        # locals, not self: the replicate function is pickled to a backend's workers
+        penalty, beta, tol, max_iter, solver = self.kernel, self.beta, self.tol, self.max_iter, self.solver
 
         def one(seed: int) -> np.ndarray:
             T = kernel.rates(sample_edge_counts(kernel.src, kernel.T, trials, seed, ptr=ptr))
             try:
-                sol = _solve(kernel, T, self.kernel, self.beta, reference, V_fit, self.tol,
-                             self.max_iter, self.solver)
+                sol = _solve(kernel, T, penalty, beta, reference, V_fit, tol, max_iter, solver)
             except DetbalError:  # reference fell off the main component in this resample
                 return np.full(kernel.n_states, np.nan)
             V = np.where(sol.comps.label == sol.comps.main, sol.V, np.nan)
@@ -379,7 +385,7 @@ class LeastActionPotential:
                 V = V - V[shared].mean() + V_fit[shared].mean() - V_fit[ok].mean()
             return V
 
-        rows = map_replicates(one, seeds, n_jobs=self.n_jobs, progress=progress)
+        rows = map_replicates(one, seeds, n_jobs=self.n_jobs, progress=progress, backend=self.backend)
         return np.stack(rows) if rows else np.empty((0, kernel.n_states))
 
 

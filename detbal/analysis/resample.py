@@ -11,10 +11,13 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from numba import njit
+
+if TYPE_CHECKING:
+    from detbal.parallel import MapBackend
 
 T = TypeVar("T")
 
@@ -96,14 +99,19 @@ def map_replicates(
     *,
     n_jobs: int = 1,
     progress: Callable[[int], object] | None = None,
+    backend: MapBackend | None = None,
 ) -> list[T]:
     """``[fn(s) for s in seeds]``, in order; ``n_jobs`` > 1 runs them in threads.
 
     The compiled work of a replicate (sampling, the Newton solver, the cycle
     reduction) releases the GIL, so threads overlap it; every replicate has its
     own seed, so the results do not depend on ``n_jobs``.  ``progress(1)`` is
-    called once per finished replicate, from the calling thread.
+    called once per finished replicate, from the calling thread.  ``backend``
+    (:func:`detbal.parallel.make_backend`, e.g. a Dask cluster) runs them instead of
+    the threads; ``fn`` must then pickle (it is sent to the workers once).
     """
+    if backend is not None and seeds:
+        return backend.map(fn, list(seeds), progress)
     if n_jobs <= 1 or len(seeds) <= 1:
         out = []
         for s in seeds:
@@ -159,6 +167,7 @@ def map_until(
     *,
     n_jobs: int = 1,
     progress: Callable[[int], object] | None = None,
+    backend: MapBackend | None = None,
 ) -> list[T]:
     """:func:`map_replicates` over a prefix of ``seeds``, stopping early by ``stop``.
 
@@ -166,13 +175,14 @@ def map_until(
     (None: unusable, e.g. no degrees of freedom).  ``stop=None`` runs every seed.
     """
     if stop is None:
-        return map_replicates(fn, seeds, n_jobs=n_jobs, progress=progress)
+        return map_replicates(fn, seeds, n_jobs=n_jobs, progress=progress, backend=backend)
     out: list[T] = []
     k = r = 0
     start = 0
     size = max(1, stop.first)
     while start < len(seeds):
-        batch = map_replicates(fn, seeds[start:start + size], n_jobs=n_jobs, progress=progress)
+        batch = map_replicates(fn, seeds[start:start + size], n_jobs=n_jobs, progress=progress,
+                               backend=backend)
         out.extend(batch)
         start += len(batch)
         for result in batch:

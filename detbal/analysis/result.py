@@ -218,6 +218,7 @@ def analyze(
     gauge: str = "mean",
     solver: str = "newton",
     n_jobs: int = 1,
+    scheduler: Any = None,
     progress: ProgressUI | None = None,
     input: str | None = None,
     on_ready: Callable[[Mapping[str, Any]], None] | None = None,
@@ -238,7 +239,11 @@ def analyze(
     ``triplet_min_count``: the paper's count cut for 3-cycles (0 for words, 1 for the
     fitting agent).  ``gauge``: ``"mean"`` or a state that gets V = 0.  ``seed`` fixes
     every random draw (no global random state is used); ``n_jobs`` threads (0: every
-    core) give the same numbers as one.  ``progress``: an object with
+    core) give the same numbers as one.  ``scheduler`` sends the bootstrap replicates and
+    the test simulations elsewhere instead, with the same numbers: a Dask scheduler
+    address, ``"local[:N]"`` (a Dask LocalCluster of N processes for this call), a
+    ``distributed.Client`` (left open) or ``"processes[:N]"``
+    (:func:`detbal.parallel.make_backend`).  ``progress``: an object with
     ``progress(total, desc)`` (the CLI's progress bars).  ``input`` names the data in the
     summary and report.  ``on_ready``: called with the parts computed so far (keyed like
     the result's fields) after each stage, so figures can be drawn meanwhile.
@@ -282,41 +287,48 @@ def analyze(
         if on_ready is not None:
             on_ready(dict(parts))
 
-    least_action = LeastActionPotential(penalty=penalty, beta=beta, gauge=gauge, bootstrap=bootstrap,
-                                        seed=seed, n_jobs=n_jobs, solver=solver)
-    with timer.stage("potential"):
-        fit = least_action.fit(k, errors=False)
-    lik = None
-    if estimator == "likelihood":
-        from detbal.analysis.likelihood import LikelihoodPotential
+    from detbal.parallel import make_backend
 
-        with timer.stage("likelihood_potential"), bar(bootstrap, "bootstrap of the likelihood V") as tick:
-            lik = LikelihoodPotential(beta=beta, gauge=gauge, bootstrap=bootstrap, seed=seed,
-                                      penalty=penalty, n_jobs=n_jobs).fit(k, progress=tick)
-    chosen = fit if lik is None else lik.potential
-    with timer.stage("pair_tests"):
-        parts.update(potential=fit, likelihood=lik, pair_test=pair_test(k, chosen.V, beta),
-                     one_sided=one_sided_test(k, chosen.V, beta), potential_summary=summarise(k, fit))
-    ready()  # figures need only the point fit and the observed statistics
-    with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
-        tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
-                              triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs,
-                              stop=stop)
-    parts.update(global_test=tests.global_test, triplet_test=tests.triplet)
-    ready()
-    with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
-        parts["potential"] = least_action.add_errors(k, fit, progress=tick)
-    from detbal.analysis.likelihood import deviance_test
-    from detbal.analysis.nonequilibrium import nonequilibrium
+    backend = None if scheduler is None else make_backend(scheduler, workers=n_jobs)
+    try:
+        least_action = LeastActionPotential(penalty=penalty, beta=beta, gauge=gauge, bootstrap=bootstrap,
+                                            seed=seed, n_jobs=n_jobs, solver=solver, backend=backend)
+        with timer.stage("potential"):
+            fit = least_action.fit(k, errors=False)
+        lik = None
+        if estimator == "likelihood":
+            from detbal.analysis.likelihood import LikelihoodPotential
 
-    parts["deviance"] = None
-    if deviance:
-        with timer.stage("deviance_test"), bar(test_simulations, "deviance-test simulations") as tick:
-            parts["deviance"] = deviance_test(k, simulations=test_simulations, seed=seed, n_jobs=n_jobs,
-                                              progress=tick, stop=stop)
-    with timer.stage("nonequilibrium"), bar(bootstrap, "cycle-affinity bootstrap") as tick:
-        parts["nonequilibrium"] = nonequilibrium(k, bootstrap=bootstrap, seed=seed, n_jobs=n_jobs,
-                                                 progress=tick)
-    ready()
-    return AnalysisResult(**parts, verdict=verdict(tests.global_test), settings=settings,
-                          timings=timer.timings, input=input)
+            with timer.stage("likelihood_potential"), bar(bootstrap, "bootstrap of the likelihood V") as tick:
+                lik = LikelihoodPotential(beta=beta, gauge=gauge, bootstrap=bootstrap, seed=seed, penalty=penalty,
+                                          n_jobs=n_jobs, backend=backend).fit(k, progress=tick)
+        chosen = fit if lik is None else lik.potential
+        with timer.stage("pair_tests"):
+            parts.update(potential=fit, likelihood=lik, pair_test=pair_test(k, chosen.V, beta),
+                         one_sided=one_sided_test(k, chosen.V, beta), potential_summary=summarise(k, fit))
+        ready()  # figures need only the point fit and the observed statistics
+        with timer.stage("balance_tests"), bar(test_simulations, "cycle-test simulations") as tick:
+            tests = balance_tests(k, bootstrap=test_simulations, seed=seed,
+                                  triplet_min_count=triplet_min_count, progress=tick, n_jobs=n_jobs,
+                                  stop=stop, backend=backend)
+        parts.update(global_test=tests.global_test, triplet_test=tests.triplet)
+        ready()
+        with timer.stage("potential_bootstrap"), bar(bootstrap, "bootstrap of V") as tick:
+            parts["potential"] = least_action.add_errors(k, fit, progress=tick)
+        from detbal.analysis.likelihood import deviance_test
+        from detbal.analysis.nonequilibrium import nonequilibrium
+
+        parts["deviance"] = None
+        if deviance:
+            with timer.stage("deviance_test"), bar(test_simulations, "deviance-test simulations") as tick:
+                parts["deviance"] = deviance_test(k, simulations=test_simulations, seed=seed, n_jobs=n_jobs,
+                                                  progress=tick, stop=stop, backend=backend)
+        with timer.stage("nonequilibrium"), bar(bootstrap, "cycle-affinity bootstrap") as tick:
+            parts["nonequilibrium"] = nonequilibrium(k, bootstrap=bootstrap, seed=seed, n_jobs=n_jobs,
+                                                     progress=tick, backend=backend)
+        ready()
+        return AnalysisResult(**parts, verdict=verdict(tests.global_test), settings=settings,
+                              timings=timer.timings, input=input)
+    finally:
+        if backend is not None:
+            backend.close()

@@ -19,8 +19,9 @@ front; after ``restart_after`` generations without improvement all but the elite
 are replaced by fresh random trees.  After the search, the numeric constants of the hall of fame and the
 front are refined with scipy (Nelder-Mead over the constants, best scale inside).
 
-The ``map`` used for evaluation is swappable (:func:`make_backend`): the builtin
-map, a process pool, or a Dask cluster; results do not depend on it.  The same
+The ``map`` used for evaluation is swappable (:func:`detbal.parallel.make_backend`,
+re-exported here): the builtin map, a process pool, or a Dask cluster; results do
+not depend on it.  The same
 seed gives the same result on one machine: DEAP's operators and this module draw
 from a private ``random.Random(seed)`` (swapped in for the run, see
 :func:`_private_random`); neither Python's global ``random`` nor numpy's global
@@ -35,11 +36,10 @@ import operator
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -48,6 +48,7 @@ from detbal.analysis.action import action_and_gradient, k_zero
 from detbal.errors import DetbalError
 from detbal.evo import registry
 from detbal.evo.pareto import Formula, pareto_front
+from detbal.parallel import DaskBackend, MapBackend, PoolBackend, SerialBackend, make_backend
 from detbal.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -168,124 +169,6 @@ class Evaluator:
         d = self.data
         return best_scale(self.values(spec), d.src, d.dst, d.weight, kernel=d.kernel, beta=d.beta,
                           normalisation=d.normalisation, max_scale=d.max_scale)
-
-
-# -- swappable map backends ---------------------------------------------------------
-class MapBackend(Protocol):
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]: ...
-
-    def close(self) -> None: ...
-
-
-class SerialBackend:
-    """The builtin ``map``."""
-
-    name = "serial"
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return list(map(fn, items))
-
-    def close(self) -> None:
-        pass
-
-
-_WORKER_FN: Callable[[Any], Any] | None = None
-
-
-def _install(fn: Callable[[Any], Any]) -> None:
-    global _WORKER_FN
-    _WORKER_FN = fn
-
-
-def _call_installed(item: Any) -> Any:
-    assert _WORKER_FN is not None
-    return _WORKER_FN(item)
-
-
-class PoolBackend:
-    """A process pool; the evaluation function (with its data) is sent once per worker."""
-
-    name = "processes"
-
-    def __init__(self, workers: int = 2) -> None:
-        self.workers = max(1, int(workers))
-        self._pool: ProcessPoolExecutor | None = None
-        self._fn: Callable[[Any], Any] | None = None
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        import multiprocessing
-
-        if self._pool is None or fn is not self._fn:
-            self.close()
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_install, initargs=(fn,),
-            )
-            self._fn = fn
-        items = list(items)
-        chunk = max(1, len(items) // (4 * self.workers))
-        return list(self._pool.map(_call_installed, items, chunksize=chunk))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-
-def _apply(item: Any, fn: Callable[[Any], Any]) -> Any:
-    return fn(item)
-
-
-class DaskBackend:
-    """A ``dask.distributed`` client; the evaluation function is scattered once."""
-
-    name = "dask"
-
-    def __init__(self, client: Any, own: bool = False) -> None:
-        self.client = client
-        self._own = own
-        self._fn: Any = None
-        self._future: Any = None
-
-    @classmethod
-    def connect(cls, address: str) -> DaskBackend:
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - dask is a declared extra
-            raise DetbalError("a Dask scheduler address needs dask: pip install 'dask[distributed]'") from None
-        try:
-            client = Client(address, timeout=10)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise DetbalError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
-        return cls(client, own=True)
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        items = list(items)
-        if not items:
-            return []
-        if fn is not self._fn:
-            self._future = self.client.scatter(fn, broadcast=True, hash=False)
-            self._fn = fn
-        futures = self.client.map(_apply, items, fn=self._future, pure=False)
-        return self.client.gather(futures)
-
-    def close(self) -> None:
-        if self._own:
-            self.client.close()
-
-
-def make_backend(scheduler: Any = None, workers: int = 2) -> MapBackend:
-    """``None``/"serial": builtin map; "processes[:N]": a pool; a Dask ``Client`` or address."""
-    if scheduler is None or scheduler == "serial":
-        return SerialBackend()
-    if hasattr(scheduler, "scatter") and hasattr(scheduler, "gather"):
-        return DaskBackend(scheduler)
-    if isinstance(scheduler, str) and scheduler.startswith("processes"):
-        _, _, n = scheduler.partition(":")
-        return PoolBackend(int(n) if n else workers)
-    if isinstance(scheduler, str):
-        return DaskBackend.connect(scheduler)
-    raise DetbalError(f"unknown scheduler {scheduler!r}")
 
 
 # -- the search ---------------------------------------------------------------------
