@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import numbers
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detbal.analysis.result import AnalysisResult
 
 
 def register(sub: Any) -> None:
@@ -83,13 +88,13 @@ def register(sub: Any) -> None:
 
 
 def _analyze(args: argparse.Namespace, ui: Any) -> int:
-    from detbal.analysis.pipeline import analyze
+    from detbal.analysis.pipeline import run_analysis
     from detbal.errors import DetbalError
 
     if args.bootstrap < 0 or args.test_simulations < 0:
         raise DetbalError("--bootstrap and --test-simulations must be >= 0")
-    summary = analyze(
-        args.input, args.out, kernel=args.kernel, beta=args.beta, n0=args.n0,
+    res = run_analysis(
+        args.input, args.out, penalty=args.kernel, beta=args.beta, n0=args.n0,
         min_source_count=args.min_source_count, attempts=args.attempts,
         bootstrap=args.bootstrap, test_simulations=args.test_simulations, stop_early=args.stop_early,
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,
@@ -98,7 +103,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
         n_jobs=args.jobs, scheduler=args.scheduler, figures=not args.no_figures, ui=ui,
         figure_process=_spare_core(args.jobs),
     )
-    ui.echo(format_summary(summary, Path(args.out)))
+    ui.echo(format_summary(res, Path(args.out), report=not args.no_figures))
     return 0
 
 
@@ -111,46 +116,54 @@ def _spare_core(jobs: int) -> bool:
     return cores > (jobs if jobs > 0 else cores)
 
 
-def format_summary(s: dict[str, Any], out: Path) -> str:
-    """The short text summary printed at the end of ``analyze``."""
-    g = s["detailed_balance"]["global"]
-    t = s["detailed_balance"]["triplet_paper"]
-    pot = s["potential"]
-
-    def f(x: Any) -> str:
-        return "n/a" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
-
+def format_summary(res: AnalysisResult, out: Path, *, report: bool = True) -> str:
+    """The short text summary printed at the end of ``analyze`` (``report``: report.md was written)."""
+    c, k = res.kernel.counts, res.kernel
+    g, t, pot = res.global_test, res.triplet_test, res.potential_summary
     return "\n".join([
-        f"{s['data']['states']} states, {s['data']['edges']} transitions, {f(s['data']['total_attempts'])} attempts",
-        f"verdict: {s['verdict']}",
-        f"global test: {g['n_pairs']} pairs, df {g['df']}, chi2/df {f(g['chi2_per_df'])}, p {f(g['p_value'])}",
-        f"paper 3-cycle test: {t['n_triplets']} triplets, chi2/ndf {f(t['chi2_per_ndf'])}",
-        *_beyond_lines(s, f),
-        f"pair test: {s['pair_test']['n_pairs']} pairs, r {f(s['pair_test']['pearson_r'])}",
-        f"action {f(pot['action'])} (K0 {f(pot['K0'])}), sigma(beta V) {f(pot['sigma_beta_V'])},"
-        f" expected {f(pot['expected_min_action_gaussian'])}, downhill {f(pot['downhill_fraction'])}",
-        f"identifiable states: {pot['identifiable_states']}; wrote {out}/summary.json, potential.csv"
-        + (", report.md" if "figures" in s else ""),
+        f"{c.n_states} states, {len(c.src)} transitions, {_f(k.total_attempts)} attempts",
+        f"verdict: {res.verdict}",
+        f"global test: {g.n_pairs} pairs, df {g.df}, chi2/df {_f(g.chi2_per_df)}, p {_f(g.p_value)}",
+        f"paper 3-cycle test: {t.n_triplets} triplets, chi2/ndf {_f(t.chi2_per_ndf)}",
+        *_beyond_lines(res),
+        f"pair test: {res.pair_test.n_pairs} pairs, r {_f(res.pair_test.pearson_r)}",
+        f"action {_f(pot.action)} (K0 {_f(pot.k0)}), sigma(beta V) {_f(pot.sigma_beta_v)},"
+        f" expected {_f(pot.expected_action)}, downhill {_f(pot.downhill_fraction)}",
+        f"identifiable states: {pot.n_identifiable}; wrote {out}/summary.json, potential.csv"
+        + (", report.md" if report else ""),
     ])
 
 
-def _beyond_lines(s: dict[str, Any], f: Any) -> list[str]:
+def _f(x: Any) -> str:
+    """A number as the summary prints it: integers as they are, reals to 3 significant digits,
+    NaN and None as n/a."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return str(int(x))
+    if isinstance(x, numbers.Real):
+        return f"{float(x):.3g}" if math.isfinite(x) else "n/a"
+    return "n/a" if x is None else str(x)
+
+
+def _beyond_lines(res: AnalysisResult) -> list[str]:
     """Deviance test, distance from equilibrium and the likelihood potential, when present."""
     out = []
-    d = s["detailed_balance"].get("deviance")
-    if d:
-        how = (f"tail estimate, simulated bound < {f(d['p_upper_bound'])}"
-               if d.get("p_value_method") == "scaled_chi2_tail" else "bootstrap")
-        out.append(f"deviance test: df {d['df']}, G2/df {f(d['deviance_per_df'])}, p {f(d['p_value'])} ({how})")
-    ne = s.get("nonequilibrium")
-    if ne:
-        r, e = ne["cycle_affinity_rms"], ne["entropy_production_per_step"]
-        out.append(f"RMS cycle affinity {f(r['estimate'])} [{f(r['ci_low'])}, {f(r['ci_high'])}],"
-                   f" entropy production {f(e['estimate'])} [{f(e['ci_low'])}, {f(e['ci_high'])}] per step")
-    lik = s.get("likelihood_potential")
-    if lik:
-        out.append(f"likelihood potential: {lik['identifiable_states']} states, prior width"
-                   f" {f(lik['prior_width_beta_V'])}, median Laplace stderr {f(lik['median_stderr_laplace'])}")
+    d = res.deviance
+    if d is not None:
+        how = (f"tail estimate, simulated bound < {_f(d.p.bound)}"
+               if d.p.method == "scaled_chi2_tail" else "bootstrap")
+        per_df = d.deviance / d.df if d.df > 0 else math.nan
+        out.append(f"deviance test: df {d.df}, G2/df {_f(per_df)}, p {_f(d.p.value)} ({how})")
+    r, e = res.nonequilibrium.rms_affinity, res.nonequilibrium.entropy_production
+    out.append(f"RMS cycle affinity {_f(r.estimate)} [{_f(r.ci_low)}, {_f(r.ci_high)}],"
+               f" entropy production {_f(e.estimate)} [{_f(e.ci_low)}, {_f(e.ci_high)}] per step")
+    lik = res.likelihood
+    if lik is not None:
+        from detbal.analysis.summary import summarise
+
+        states = summarise(res.kernel, lik.potential).n_identifiable
+        median = lik.as_dict()["median_stderr_laplace"]
+        out.append(f"likelihood potential: {states} states, prior width"
+                   f" {_f(lik.prior_width)}, median Laplace stderr {_f(median)}")
     return out
 
 

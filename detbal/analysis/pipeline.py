@@ -46,7 +46,7 @@ def run_analysis(
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
-    kernel: str = "exp",
+    penalty: str = "exp",
     figures: bool = True,
     ui: ProgressUI | None = None,
     figure_process: bool = False,
@@ -57,15 +57,15 @@ def run_analysis(
     :class:`~detbal.analysis.result.AnalysisResult` (its ``timings`` include ``load``).
 
     ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
-    :func:`~detbal.analysis.counts.estimate_kernel`; ``kernel`` is the action's penalty K
-    (``penalty`` of :func:`detbal.analyze`), ``ui`` its ``progress``, and ``options``
+    :func:`~detbal.analysis.counts.estimate_kernel`; ``penalty`` (the action's K), ``ui`` (as
+    its ``progress``) and ``options``
     (``seed``, ``bootstrap``, ``test_simulations``, ``estimator``, ``n_jobs``, ...) go to
     :func:`detbal.analysis.result.analyze` with its defaults.  ``figure_process``: draw
     the figures in a child process while the rest is computed (for ``__main__``-guarded
     programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
     return _run(input_path, out_dir, n0=n0, min_source_count=min_source_count, attempts=attempts,
-                kernel=kernel, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
+                penalty=penalty, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
 
 
 def analyze(
@@ -85,7 +85,7 @@ def _run(
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
-    kernel: str = "exp",
+    penalty: str = "exp",
     figures: bool = True,
     ui: ProgressUI | None = None,
     figure_process: bool = False,
@@ -104,7 +104,7 @@ def _run(
         painter = report.FigureMaker(background=figure_process)
     try:
         res = analyze_kernel(
-            k, penalty=kernel, progress=ui, input=str(input_path),
+            k, penalty=penalty, progress=ui, input=str(input_path),
             on_ready=None if painter is None else (lambda parts: report.draw_ready(painter, parts, out)),
             **options,
         )
