@@ -99,6 +99,12 @@ class AnalysisResult:
     def states(self) -> tuple[str, ...]:
         return self.kernel.states
 
+    @property
+    def escape_fraction(self) -> float:
+        """Fraction of all attempts that ended in an escape or a self-loop."""
+        c = self.kernel.counts
+        return float((c.escapes.sum() + c.self_loops.sum()) / max(c.total_attempts, 1))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe summary (NaN -> None): exactly what ``summary.json`` holds, less the
         figure list and the figures' timing that :meth:`save` adds."""
@@ -117,7 +123,7 @@ class AnalysisResult:
             "data": {
                 "states": c.n_states, "edges": len(c.src), "kept_edges": len(k.src),
                 "sources": k.n_sources, "total_attempts": k.total_attempts,
-                "escape_fraction": float((c.escapes.sum() + c.self_loops.sum()) / max(c.total_attempts, 1)),
+                "escape_fraction": self.escape_fraction,
             },
             "verdict": self.verdict,
             "detailed_balance": {"global": self.global_test.as_dict(),
