@@ -38,6 +38,21 @@ class CountRows:
 
 
 @dataclass(frozen=True)
+class CountColumns:
+    """Outcomes as columns, as the fast reader of large CSV files returns them
+    (:func:`detbal.io.read_count_columns`): per row the codes of ``source`` and ``target``
+    in ``states`` (-1: an escape) and its ``count``.  ``states`` are in order of first
+    appearance, row by row, source before target: the order
+    :meth:`TransitionCounts.from_rows` gives the same rows."""
+
+    states: tuple[str, ...]
+    source: np.ndarray
+    target: np.ndarray
+    count: np.ndarray
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class TransitionCounts:
     """Aggregated outcomes on states ``0..n-1``.
 
@@ -80,34 +95,33 @@ class TransitionCounts:
         reader returns.
         """
         items = rows.rows if isinstance(rows, CountRows) else tuple(_row(r) for r in rows)
-        index: dict[str, int] = {}
-        for source, target, _escape, _n in items:
-            index.setdefault(source, len(index))
-            if target is not None:
-                index.setdefault(target, len(index))
-        n = len(index)
-        attempts = np.zeros(n)
-        self_loops = np.zeros(n)
-        escapes = np.zeros(n)
-        edges: dict[tuple[int, int], float] = {}
-        for source, target, _escape, count in items:
-            f = index[source]
-            attempts[f] += count
-            if target is None:
-                escapes[f] += count
-            elif target == source:
-                self_loops[f] += count
-            else:
-                key = (f, index[target])
-                edges[key] = edges.get(key, 0.0) + count
-        if edges:
-            pairs = np.array(list(edges.keys()), dtype=np.int64)
-            src, dst = pairs[:, 0], pairs[:, 1]
-            count = np.fromiter(edges.values(), dtype=np.float64, count=len(edges))
-        else:
-            src = dst = np.zeros(0, dtype=np.int64)
-            count = np.zeros(0)
-        return cls.from_arrays(tuple(index), src, dst, count, attempts, self_loops, escapes)
+        index: dict[str, int] = {}  # states numbered in order of appearance, source first
+        source: list[int] = []
+        target: list[int] = []
+        for s, t, _escape, _n in items:
+            source.append(index.setdefault(s, len(index)))
+            target.append(-1 if t is None else index.setdefault(t, len(index)))
+        count = np.fromiter((n for *_, n in items), dtype=np.float64, count=len(items))
+        return cls.from_columns(CountColumns(tuple(index), np.array(source, dtype=np.int64),
+                                             np.array(target, dtype=np.int64), count))
+
+    @classmethod
+    def from_columns(cls, cols: CountColumns) -> TransitionCounts:
+        """Counts from :class:`CountColumns`, vectorised; equal to :meth:`from_rows` on the
+        same rows (same states in the same order, same edges, sums of integer counts)."""
+        n = len(cols.states)
+        s = np.asarray(cols.source, dtype=np.int64)
+        t = np.asarray(cols.target, dtype=np.int64)
+        c = np.asarray(cols.count, dtype=np.float64)
+        escape, loop = t < 0, t == s
+        edge = ~escape & ~loop
+        key, inverse = np.unique(s[edge] * n + t[edge], return_inverse=True)
+        return cls.from_arrays(
+            cols.states, key // n, key % n, np.bincount(inverse, weights=c[edge], minlength=len(key)),
+            np.bincount(s, weights=c, minlength=n),
+            np.bincount(s[loop], weights=c[loop], minlength=n),
+            np.bincount(s[escape], weights=c[escape], minlength=n),
+        )
 
     def to_rows(self) -> list[tuple[str, str | None, int]]:
         """``(source, target, count)`` rows, the inverse of :meth:`from_rows`: every edge, then
@@ -283,13 +297,16 @@ def _rates(count: np.ndarray, n0_source: np.ndarray, mode: str) -> np.ndarray:
 def load_counts(source: str | Path | RunStore) -> TransitionCounts:
     """Transition counts from a run store (an open :class:`~detbal.store.RunStore` or its
     path) or any importable file (CSV/TSV, JSON Lines, the paper's JSON, Parquet)."""
-    from detbal.io import load_count_rows
+    from detbal.io import load_count_rows, read_count_columns
     from detbal.store import RunStore
 
     if isinstance(source, RunStore):
         return TransitionCounts.from_rows(source.count_rows())
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load_counts: expected a path or a RunStore, got {type(source).__name__}")
+    columns = read_count_columns(source)  # large plain CSV files: vectorised
+    if columns is not None:
+        return TransitionCounts.from_columns(columns)
     return TransitionCounts.from_rows(load_count_rows(source))
 
 
