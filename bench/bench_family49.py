@@ -45,7 +45,7 @@ from detbal.evo.tokenize import random_ansatz  # noqa: E402
 from detbal.evo.transitions import direction_stats, source_cut_kernel  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from family49_reference import reference_value  # noqa: E402  (the plain per-string family)
+from support.family49_reference import reference_value  # noqa: E402  (the plain per-string family)
 
 
 def synthesise(n_states: int, n_edges: int, seed: int) -> tuple[list[str], TransitionCounts]:

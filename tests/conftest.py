@@ -13,8 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+from support import DATA, SHARED  # noqa: E402
 
 
 @pytest.fixture
@@ -26,7 +25,6 @@ def shared_dir() -> Path:
 
 
 # -- shared data: the paper's Claude-4 counts, a reversible and a driven chain ----------------
-DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ In short, with p the parameters:
 :func:`family_expression` writes it as one formula over the ``fam_*`` columns in
 the operator registry's terms (what the ``family49`` discovery engine reports).
 A plain per-string reference implementation (its own tokenizer, feature code and
-scalar energy) lives with the tests (``tests/family49_reference.py``) and checks both.
+scalar energy) lives with the tests (``tests/support/family49_reference.py``) and checks both.
 :func:`fit_family49` tunes the 49 parameters to minimise the action S[V] on a
 run's kernel with CMA-ES (DEAP) or, as a fallback, scipy's Powell method.
 """

@@ -12,15 +12,16 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from servers.fake_openai import FakeServer
-from test_agents_resume import check_complete, command, count, start_and_wait
-from test_fit_loop import DATA, ScriptedBackendForBookkeeping, _bare_call, _table
+from support import NIKURADSE as DATA
+from support import child_env
+from support.fit import ScriptedBackendForBookkeeping, bare_call, table
+from support.runs import check_complete, count, kill_9_after, script, start_and_wait, words_command
 
 from detbal.agents.fit import FitConfig, run_fit
 from detbal.agents.select import (
@@ -34,8 +35,11 @@ from detbal.agents.select import (
 from detbal.errors import DetbalError
 from detbal.store import RunStore
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO))
+ENV = child_env()
+
+
+def command(server: FakeServer, store: Path, attempts: int, *extra: str) -> list[str]:
+    return words_command(server.url, store, attempts, *extra)
 
 
 # -- the draw --------------------------------------------------------------------
@@ -244,7 +248,7 @@ def _child(db: str) -> None:
     os.environ["DETBAL_DATA_DIR"] = str(DATA)
     with RunStore(db) as store:
         asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.1)], _guided_fit_config(),
-                            call=_bare_call))
+                            call=bare_call))
 
 
 def _selections(store: RunStore, run_id: int) -> list[Any]:
@@ -260,27 +264,16 @@ def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, m
     db = tmp_path / "killed.db"
     with RunStore(db) as store:
         assert store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()}) == 1
-    proc = subprocess.Popen([sys.executable, __file__, str(db)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and count(db) < 14:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert kill_9_after(script(__file__, str(db)), db, 14, timeout=120) >= 14
     with RunStore(db) as store:
         before = len(store.stored_seqs(1))
         assert 14 <= before < 36
-        res = asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping()], cfg, call=_bare_call))
+        res = asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
         assert res.stored == 36 and res.committed == 36 - before
-        got, got_sel = _table(store, 1), _selections(store, 1)
+        got, got_sel = table(store, 1), _selections(store, 1)
         ref = store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
-        asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=_bare_call))
-        want, want_sel = _table(store, ref), _selections(store, ref)
+        asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
+        want, want_sel = table(store, ref), _selections(store, ref)
     assert got == want and got_sel == want_sel
     assert any(s["estimated"] >= 2 for s in got_sel)  # the potential was in play
 

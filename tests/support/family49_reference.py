@@ -2,7 +2,7 @@
 
 Its own tokenizer, feature code and scalar energy, written independently of
 :mod:`detbal.evo.features` and :mod:`detbal.evo.family49`, to check the numba and
-numpy engines and the sympy formula (``tests/test_family49.py``) and as the
+numpy engines and the sympy formula (``tests/evo/test_family49.py``) and as the
 per-string baseline of ``bench/bench_family49.py``.
 """
 

@@ -4,7 +4,7 @@ Most tests use :class:`ScriptedBackendForBookkeeping`, which answers from a fixe
 of formulas chosen by a hash of the prompt: it tests the loop's bookkeeping only,
 not any model.  ``test_recorded_smollm2_answers`` replays real answers of the embedded
 SmolLM2-135M model recorded in ``tests/data/fit_smollm2_answers.json`` (re-record with
-``python tests/test_fit_loop.py --record``), and ``test_real_local_model`` (slow) runs
+``python tests/agents/fit/test_loop.py --record``), and ``test_real_local_model`` (slow) runs
 that model live.
 """
 
@@ -15,10 +15,7 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,59 +28,10 @@ from detbal.agents.fit.prompts import prompt_hash
 from detbal.errors import DetbalError
 from detbal.store import ESCAPE_CATEGORIES, RunStore
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "datasets" / "nikuradse"
-
-FORMULAS = [
-    "param1 + param2*tanh(param3*(log_v_k_nu - param4))",
-    "param1*log_v_k_nu**2 + param2*log_v_k_nu + param3",
-    "param1/(1 + exp(-param2*(log_v_k_nu - param3))) + param4",
-    "3.5*param1*log_v_k_nu",  # invalid: literal
-    "sqrt(param1*log_v_k_nu)",  # fit_failed: NaN for every start
-    "param1*log(1 + exp(param2*log_v_k_nu)) + param3",
-    "param1 + param2*arctan(param3*log_v_k_nu)",
-    "y = a*x + b",  # invalid: not an expression
-    "param1*log_v_k_nu + param2",
-]
-
-
-class ScriptedBackendForBookkeeping:
-    """Deterministic stand-in for a model, for testing the loop's bookkeeping only.
-
-    Generator prompts get 0-3 ideas picked by a CRC of the prompt and the sampling
-    seed; translator prompts get their idea's FORMULA back as ``ANSATZ: ...``.
-    """
-
-    name = "scripted"
-
-    def __init__(self, model: str = "scripted-list", delay: float = 0.0) -> None:
-        self.model = model
-        self.delay = delay
-        self.calls = 0
-
-    async def complete(self, messages: Sequence[Message], params: SamplingParams,
-                       *, key: str | None = None) -> Completion:
-        self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        prompt = messages[-1]["content"]
-        if prompt.startswith("Turn the formula"):
-            idea = prompt.split("behind it:\n", 1)[1]
-            formula = idea.split("FORMULA:", 1)[1].split("\n", 1)[0].strip() if "FORMULA:" in idea else ""
-            text = f"ANSATZ: {formula}"
-        else:
-            h = zlib.crc32(f"{prompt}|{params.seed}|{self.model}".encode())
-            n_ideas = 3 if h % 7 else h % 3  # mostly three ideas, sometimes fewer
-            label = "ANSATZ" if "ANSATZ: <expression>" in prompt else "FORMULA"
-            parts = []
-            for k in range(n_ideas):
-                f = FORMULAS[(h >> (3 * k)) % len(FORMULAS)]
-                parts.append(f"IDEA {k + 1}\nREASONING: reason {h % 1000}-{k}\n{label}: {f}")
-            text = "\n\n".join(parts) or "I am not sure."
-        return Completion(text, len(prompt) // 4, len(text) // 4, 0.001, "stop", self.model)
-
-    async def aclose(self) -> None:
-        pass
+from support import DATA as TEST_DATA
+from support import NIKURADSE as DATA
+from support.fit import ScriptedBackendForBookkeeping, bare_call, table
+from support.runs import kill_9_after, script
 
 
 @pytest.fixture(autouse=True)
@@ -99,19 +47,9 @@ def _config(**kw: Any) -> FitConfig:
     return FitConfig(**base)
 
 
-async def _bare_call(backend: Any, messages: Any, params: Any, *, key: str | None = None) -> Completion:
-    """No retries: what the loop does with whatever a call raises."""
-    return await backend.complete(messages, params, key=key)
-
-
 def _run(store: RunStore, run_id: int, backends: list[Any], cfg: FitConfig, **kw: Any) -> Any:
-    kw.setdefault("call", _bare_call)
+    kw.setdefault("call", bare_call)
     return asyncio.run(run_fit(store, run_id, backends, cfg, **kw))
-
-
-def _table(store: RunStore, run_id: int) -> list[tuple[Any, ...]]:
-    return [(r["seq"], r["source"], r["target"], r["escape"], r["escape_detail"], r["raw_answer"])
-            for r in sorted(store.iter_attempts([run_id]), key=lambda r: r["seq"])]
 
 
 def _new_run(store: RunStore, cfg: FitConfig) -> int:
@@ -169,7 +107,7 @@ def test_partial_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path) ->
         assert first.stored == 20 and sorted(store.stored_seqs(rid)) == list(range(20))
         again = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, concurrency=2)
         assert again.committed == 16 and again.stored == 36
-        assert _table(store, rid) == _table(store, ref)
+        assert table(store, rid) == table(store, ref)
         # nothing left to do: no model call, nothing stored
         backend = ScriptedBackendForBookkeeping()
         done = _run(store, rid, [backend], cfg)
@@ -231,7 +169,7 @@ def test_budget_stop_stores_nothing_half_done_and_resumes(tmp_path: Path) -> Non
         stored = sorted(store.stored_seqs(rid))
         assert 0 < len(stored) < 36 and len(stored) % 3 == 0  # whole rounds only
         _run(store, rid, [ScriptedBackendForBookkeeping()], cfg)
-        assert _table(store, rid) == _table(store, ref)
+        assert table(store, rid) == table(store, ref)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
@@ -289,7 +227,7 @@ def _child(db: str) -> None:
     cfg = _config()
     with RunStore(db) as store:
         asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.15)], cfg,
-                            concurrency=2, call=_bare_call))
+                            concurrency=2, call=bare_call))
 
 
 def test_resume_after_kill_9(tmp_path: Path) -> None:
@@ -298,34 +236,17 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     ref_db = tmp_path / "ref.db"
     with RunStore(db) as store:
         assert _new_run(store, cfg) == 1
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, __file__, str(db)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        n = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            with RunStore(db) as store:
-                n = len(store.stored_seqs(1))
-            if n >= 10:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert kill_9_after(script(__file__, str(db)), db, 10, timeout=120) >= 10
     with RunStore(db) as store:
         before = store.stored_seqs(1)
         assert 10 <= len(before) < 36
         res = _run(store, 1, [ScriptedBackendForBookkeeping()], cfg)
         assert res.stored == 36 and res.committed == 36 - len(before)
-        got = _table(store, 1)
+        got = table(store, 1)
     with RunStore(ref_db) as store:
         ref = _new_run(store, cfg)
         _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
-        want = _table(store, ref)
+        want = table(store, ref)
     assert got == want
 
 
@@ -424,7 +345,7 @@ def test_real_local_model(tmp_path: Path) -> None:
 
 # -- real answers, recorded ---------------------------------------------------------
 
-RECORDED = REPO / "tests" / "data" / "fit_smollm2_answers.json"
+RECORDED = TEST_DATA / "fit_smollm2_answers.json"
 
 
 def _recording_config() -> FitConfig:
@@ -457,7 +378,7 @@ class RecordedSmolLM2:
         a = self.answers.get(_call_key(messages, params))
         if a is None:
             raise AssertionError("no recorded answer for this prompt: prompts or schedule changed;"
-                                 " re-record with `python tests/test_fit_loop.py --record`")
+                                 " re-record with `python tests/agents/fit/test_loop.py --record`")
         return Completion(a["text"], a["prompt_tokens"], a["completion_tokens"], a["latency_s"],
                           a["finish_reason"], self.model)
 
@@ -546,4 +467,4 @@ def test_sigint_stops_cleanly_and_the_run_resumes(tmp_path: Path, signals: int) 
         n = len(store.stored_seqs(rid))
         assert 3 <= n < 36 and n % 3 == 0
         _run(store, rid, [ScriptedBackendForBookkeeping()], cfg)
-        assert _table(store, rid) == _table(store, ref)
+        assert table(store, rid) == table(store, ref)

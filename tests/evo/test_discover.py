@@ -34,8 +34,8 @@ def planted():
 
 @pytest.fixture(scope="module")
 def family_study():
-    """Ansatz states moving on a perturbed 49-parameter family (tests/test_family49.py)."""
-    from test_family49 import random_params, synthetic_kernel
+    """Ansatz states moving on a perturbed 49-parameter family (tests/support/family49.py)."""
+    from support.family49 import random_params, synthetic_kernel
 
     from detbal.evo.family49 import family_potential
 
@@ -207,7 +207,8 @@ def test_discover_from_the_top_level_package_on_word_states() -> None:
     """``detbal.discover(kernel)`` with no features: the word states are featurized."""
     import detbal
 
-    repo = Path(__file__).resolve().parent.parent
+    from support import REPO as repo
+
     counts = detbal.load_counts(repo / "datasets" / "claude4_words_example.csv")
     kernel = detbal.estimate_kernel(counts, n0="uniform", total_attempts=20000)
     disc = detbal.discover(kernel, engine="gp", seed=0, population=40, generations=4)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from detbal.agents.words import PromptTemplate  # noqa: E402
 from detbal.cli import main  # noqa: E402
 from detbal.errors import DetbalError  # noqa: E402
 from detbal.store import ESCAPE_CATEGORIES, RunStore  # noqa: E402
-from test_agents_resume import count  # noqa: E402
+from support import NIKURADSE, child_env  # noqa: E402
+from support.runs import count, kill_9_after  # noqa: E402
 
 
 def _model() -> Path:
@@ -128,7 +128,7 @@ def test_embedded_backend_is_seeded_and_pooled() -> None:
 
 def test_local_backend_through_the_cli_and_kill_free_rerun(tmp_path) -> None:
     store = tmp_path / "l.sqlite"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env = child_env()
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
            "--backend", "local", "--attempts", "12", "--concurrency", "2", "--instances", "1",
            "--relaxed", "--max-tokens", "6", "--seed", "4"]
@@ -187,19 +187,11 @@ def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
     _word_grammar()
     store = tmp_path / "k.sqlite"
     n = 30
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env = child_env()
     base = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--concurrency", "1",
             "--instances", "1", "--seed", "4"]
     cmd = [*base, "--store", str(store), "--backend", "local", "--attempts", str(n)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while count(store) < 5:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(10)
-    assert 5 <= count(store) < n
+    assert 5 <= kill_9_after(cmd, store, 5, env=env, timeout=120) < n
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     live = _check_constrained_words(store, n)
@@ -220,7 +212,7 @@ def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
 def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path, monkeypatch) -> None:
     """Every constrained answer parses into three ansatzes; the call budget stops between rounds;
     the same command resumes; the whole answers stored once per call replay the study offline."""
-    data = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "nikuradse"
+    data = NIKURADSE
     if not (data / "nikuradse_raw.csv").is_file():
         pytest.skip("shared Nikuradse data not present")
     monkeypatch.setenv("DETBAL_DATA_DIR", str(data))
@@ -262,25 +254,16 @@ def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path
 def test_constrained_fit_on_the_embedded_model_survives_kill_9(tmp_path) -> None:
     """kill -9 in the middle of a constrained fit study; the same command completes it, whole rounds
     only, every call's answer stored once."""
-    data = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "nikuradse"
+    data = NIKURADSE
     if not (data / "nikuradse_raw.csv").is_file():
         pytest.skip("shared Nikuradse data not present")
     store = tmp_path / "k.sqlite"
     n = 12
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent),
-               DETBAL_DATA_DIR=str(data))
+    env = child_env(DETBAL_DATA_DIR=str(data))
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
            "--backend", "local", "--islands", "2", "--cycles", "1", "--rounds", "2", "--starts", "10",
            "--seed", "5", "--concurrency", "1", "--attempts", str(n)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while count(store) < 3:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(10)
-    assert 3 <= count(store) < n
+    assert 3 <= kill_9_after(cmd, store, 3, env=env, timeout=180) < n
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     with RunStore(store, create=False) as s:

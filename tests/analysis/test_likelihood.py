@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from support import DATA
+
 from detbal.analysis._newton import CONVERGED_F, CONVERGED_G, minimise_action
 from detbal.analysis.action import SOFTPLUS
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
@@ -271,11 +273,10 @@ def test_deviance_test_stops_early_with_the_same_decision() -> None:
 def test_claude4_worked_example_with_the_likelihood_potential() -> None:
     """The paper's Claude-4 counts (uniform N0 = 4000): PERSONAL 4.07 and PROBLEMS 5.18 above
     ATTITUDE, as least action gives; the one-way states get numbers with wide errors."""
-    from pathlib import Path
 
     from detbal.io import read_transitions
 
-    counts = TransitionCounts.from_rows(read_transitions(Path(__file__).parent / "data" / "claude4.csv"))
+    counts = TransitionCounts.from_rows(read_transitions(DATA / "claude4.csv"))
     k = estimate_kernel(counts, "uniform", total_attempts=20000)
     fit = LikelihoodPotential(gauge="ATTITUDE").fit(k)
     pot = fit.potential

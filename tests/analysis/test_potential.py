@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from support import DATA
 
 from detbal.analysis.action import action, action_and_gradient, k_zero, kernel_value
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
@@ -15,7 +16,6 @@ from detbal.errors import DetbalError
 from detbal.io import read_transitions
 from detbal.systems import driven_chain, metropolis_chain, sample_agent
 
-DATA = Path(__file__).parent / "data"
 KERNELS = ("exp", "softplus")
 
 

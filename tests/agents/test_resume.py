@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from servers.fake_openai import FakeServer
 
+from support import child_env
+from support.runs import check_complete, count, start_and_wait, words_command
+
 from detbal.cli import main
 from detbal.store import RunStore
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def server():
@@ -25,39 +22,7 @@ def server():
 
 
 def command(server: FakeServer, store: Path, attempts: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
-            "--backend", "openai", "--base-url", server.url, "--model", "plan:delay0.02",
-            "--attempts", str(attempts), "--concurrency", "4", "--seed", "11", *extra]
-
-
-def count(store: Path) -> int:
-    if not store.exists():
-        return 0
-    try:
-        with RunStore(store, create=False) as s:
-            return len(list(s.iter_attempts()))
-    except Exception:  # the store is being created
-        return 0
-
-
-def start_and_wait(cmd: list[str], store: Path, at_least: int) -> subprocess.Popen:
-    env = dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while count(store) < at_least:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.05)
-    return proc
-
-
-def check_complete(store: Path, n: int) -> list[dict]:
-    with RunStore(store, create=False) as s:
-        rows = list(s.iter_attempts())
-        assert len(s.runs()) == 1
-    seqs = [r["seq"] for r in rows]
-    assert sorted(seqs) == list(range(n))  # exactly n attempts, seqs 0..n-1, none twice
-    return rows
+    return words_command(server.url, store, attempts, *extra)
 
 
 def test_kill_9_then_the_same_command_continues(server, tmp_path) -> None:
@@ -69,7 +34,7 @@ def test_kill_9_then_the_same_command_continues(server, tmp_path) -> None:
     proc.wait(10)
     killed_at = count(store)
     assert 25 <= killed_at < n
-    done = subprocess.run(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO)),
+    done = subprocess.run(cmd, env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = check_complete(store, n)
@@ -77,7 +42,7 @@ def test_kill_9_then_the_same_command_continues(server, tmp_path) -> None:
     valid = {r["target"] for r in rows if r["target"]} | {"BUZZY"}
     assert {r["source"] for r in rows} <= valid
     # running it once more changes nothing
-    again = subprocess.run(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO)),
+    again = subprocess.run(cmd, env=child_env(),
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and count(store) == n
 
@@ -93,7 +58,7 @@ def test_ctrl_c_stops_cleanly_and_prints_how_to_resume(server, tmp_path) -> None
     assert "to continue: detbal" in out and "--attempts 150" in out
     stopped_at = count(store)
     assert stopped_at < n
-    done = subprocess.run(cmd, env=dict(os.environ, OPENAI_API_KEY="sk-x", PYTHONPATH=str(REPO)),
+    done = subprocess.run(cmd, env=child_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     check_complete(store, n)
