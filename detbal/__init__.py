@@ -13,6 +13,8 @@ and the language-model clients only where they are used.
 >>> detbal.plot.pairs(res, ax=ax)                      # draws on your Axes, returns it
 >>> disc = detbal.discover(kernel, engine="gp", seed=0)  # gp | family49 | operon | pysr
 >>> disc.best.sympy, disc.front, disc.compare(res.potential), disc.save("disc/")
+>>> with detbal.RunStore("study.sqlite") as store:       # an agent run, resumable
+...     detbal.run_agent(store, detbal.WordTask(target=100), backend, attempts=20000)
 """
 
 from __future__ import annotations
@@ -38,19 +40,27 @@ _EXPORTS: dict[str, str] = {
     "DetbalError": "detbal.errors",
     "discover": "detbal.evo.discover",
     "DiscoveryResult": "detbal.evo.discover",
+    "run_agent": "detbal.agents.session",
+    "AgentRunResult": "detbal.agents.session",
+    "WordTask": "detbal.agents.words",
+    "FitTask": "detbal.agents.fit.loop",
 }
 #: public submodules (imported on first access)
 _MODULES: tuple[str, ...] = ("plot", "systems")
 
 __all__ = [
-    "AnalysisResult", "DetbalError", "DiscoveryResult", "Kernel", "PotentialFit", "RunStore",
-    "TransitionCounts", "__version__", "analyze", "discover", "estimate_kernel", "load_counts", "plot",
-    "systems",
+    "AgentRunResult", "AnalysisResult", "DetbalError", "DiscoveryResult", "FitTask", "Kernel",
+    "PotentialFit", "RunStore", "TransitionCounts", "WordTask", "__version__", "analyze", "discover",
+    "estimate_kernel", "load_counts", "plot", "run_agent", "systems",
 ]
 
 if TYPE_CHECKING:
     from detbal import plot as plot
     from detbal import systems as systems
+    from detbal.agents.fit.loop import FitTask as FitTask
+    from detbal.agents.session import AgentRunResult as AgentRunResult
+    from detbal.agents.session import run_agent as run_agent
+    from detbal.agents.words import WordTask as WordTask
     from detbal.analysis.counts import Kernel as Kernel
     from detbal.analysis.counts import TransitionCounts as TransitionCounts
     from detbal.analysis.counts import estimate_kernel as estimate_kernel

@@ -346,14 +346,31 @@ class RunStore:
         Raises :class:`sqlite3.IntegrityError` if ``(run_id, seq)`` is already
         stored, so a resumed run cannot duplicate an attempt.
         """
+        return self.record_unit(run_id, [(seq, attempt)], rng_state=rng_state)[0]
+
+    def record_unit(
+        self,
+        run_id: int,
+        attempts: Sequence[tuple[int, Attempt]],
+        *,
+        rng_state: Any | None = None,
+    ) -> list[int]:
+        """Store one unit of an agent's work, ``[(seq, attempt), ...]``, in ONE transaction
+        together with the run's generator state; returns the attempt ids.
+
+        Either every attempt of the unit (e.g. the 1..n attempts of one model call of
+        the fit agent) is stored, or, on any error, none is: a crash cannot leave half a
+        unit.  Raises :class:`sqlite3.IntegrityError` (and stores nothing) if one of
+        the seqs is already stored.
+        """
         with self.transaction():
-            attempt_id = self._insert_attempt(run_id, seq, attempt)
+            ids = [self._insert_attempt(run_id, seq, attempt) for seq, attempt in attempts]
             if rng_state is not None:
                 self._conn.execute(
                     "UPDATE runs SET rng_state = ? WHERE id = ?",
                     (json.dumps(rng_state), run_id),
                 )
-        return attempt_id
+        return ids
 
     def record_attempts(self, run_id: int, attempts: Iterable[Attempt], first_seq: int = 0) -> int:
         """Store many attempts in one transaction (imports); returns how many."""

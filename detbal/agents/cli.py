@@ -1,13 +1,16 @@
-"""Subcommands of the agents stage: ``run words|fit``, ``runs``, ``demo``."""
+"""Subcommands of the agents stage: ``run words|fit``, ``runs``, ``demo``.
+
+``run words|fit`` only parse: the task (:class:`~detbal.agents.words.WordTask`,
+:class:`~detbal.agents.fit.loop.FitTask`), the backends, budget and retry policy go to
+:func:`detbal.run_agent`, which opens or continues the run and drives it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +53,9 @@ def register(sub: Any) -> None:
         description="States are ansatz strings; each round asks the model for new ansatzes.",
     )
     _add_common(fit, attempts_required=False)
-    fit_module = _fit_module()
-    if fit_module is not None and hasattr(fit_module, "add_fit_arguments"):
-        fit_module.add_fit_arguments(fit.add_argument_group("fit task"))
+    from detbal.agents.fit.config import add_fit_arguments
+
+    add_fit_arguments(fit.add_argument_group("fit task"))
     fit.set_defaults(handler=_run_fit, max_tokens_default=400)
 
     runs = sub.add_parser("runs", help="list the runs in a store with their totals")
@@ -170,16 +173,6 @@ def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> N
 # -- building blocks --------------------------------------------------------------
 
 
-def _fit_module() -> Any:
-    try:
-        import detbal.agents.fit as fit_module
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("detbal.agents.fit"):
-            return None
-        raise
-    return fit_module
-
-
 def make_backends(args: argparse.Namespace, task: str, *, several: bool = False) -> list[Any]:
     """The backends the flags ask for (several only for ``--model a,b`` with ``several``)."""
     if args.backend == "openai":
@@ -235,13 +228,6 @@ def _check_common(args: argparse.Namespace) -> None:
         raise DetbalError("--budget-cost needs --price-input/--price-output (per 1M tokens)")
 
 
-def _sampling(args: argparse.Namespace) -> Any:
-    from detbal.agents.backends.base import SamplingParams
-
-    return SamplingParams(temperature=args.temperature, top_p=args.top_p,
-                          max_tokens=args.max_tokens or args.max_tokens_default, seed=args.seed)
-
-
 def _resume_hint() -> str:
     """The command line that continues this run (a key given with --api-key is left out)."""
     argv, skip = [], False
@@ -258,17 +244,7 @@ def _resume_hint() -> str:
     return shlex.join(["detbal", *argv])
 
 
-def _prices(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[float, float]:
-    pin = args.price_input if args.price_input is not None else stored.get("price_input") or 0.0
-    pout = args.price_output if args.price_output is not None else stored.get("price_output") or 0.0
-    return float(pin), float(pout)
-
-
 # -- run words ---------------------------------------------------------------------
-
-WORD_IDENTITY = ("target", "seed_word", "relaxed", "vote", "seed", "temperature", "top_p",
-                 "max_tokens", "prompt_hash", "base_url", "constrain", "grammar")
-
 
 def selection(args: argparse.Namespace) -> Any:
     """The :class:`~detbal.agents.select.Selection` the flags ask for."""
@@ -304,97 +280,61 @@ def resolve_constrain(args: argparse.Namespace, task: str, *, relaxed: bool = Fa
 
 
 def _run_words(args: argparse.Namespace, ui: Any) -> int:
-    from detbal.agents.words import PromptTemplate, WordsConfig, parse_vote
+    from detbal.agents.words import WordTask
 
     _check_common(args)
-    template = PromptTemplate.load(args.prompt)
-    sampling = _sampling(args)
-    config = WordsConfig(target=args.target, seed_word=args.seed_word, relaxed=args.relaxed,
-                         vote=parse_vote(args.vote), seed=0, sampling=sampling,
-                         constrain=resolve_constrain(args, "words", relaxed=args.relaxed),
-                         word_list=getattr(args, "word_list", None), select=selection(args))
-    task_config = config.as_config() | {"seed": args.seed, "prompt_hash": template.sha256,
-                                        "prompt_file": template.source}
-    from detbal.agents.select import CONFIG_DEFAULTS
-
-    return run_task(args, ui, "words", task_config, WORD_IDENTITY + tuple(CONFIG_DEFAULTS),
-                    lambda cfg: _words_session(args, template, config, cfg))
+    task = WordTask(target=args.target, seed_word=args.seed_word, relaxed=args.relaxed, vote=args.vote,
+                    seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                    max_tokens=args.max_tokens or args.max_tokens_default,
+                    constrain=resolve_constrain(args, "words", relaxed=args.relaxed),
+                    word_list=getattr(args, "word_list", None), select=selection(args), prompt=args.prompt)
+    return _run(args, ui, task)
 
 
-def _words_session(args: argparse.Namespace, template: Any, config: Any, cfg: dict[str, Any]) -> Any:
-    from dataclasses import replace
+def _run_fit(args: argparse.Namespace, ui: Any) -> int:
+    from detbal.agents.fit import FitConfig, FitTask, config_from_args
 
-    from detbal.agents.words import run_words
-
-    config = replace(config, seed=int(cfg["seed"]))
-
-    async def session(store: Any, run_id: int, backends: Any, policy: Any, budget: Any,
-                      progress: Any) -> Any:
-        result, agent = await run_words(
-            store, run_id, backends[0], config, attempts=args.attempts, template=template,
-            concurrency=args.concurrency, policy=policy, budget=budget, progress=progress)
-        return result, {"valid states": len(agent.found)}
-
-    return session
+    _check_common(args)
+    constrain = resolve_constrain(args, "fit")
+    # under a grammar one call per round is the default (no translator needed)
+    base = FitConfig(mode="one-call", constrain=True) if constrain else None
+    return _run(args, ui, FitTask(config_from_args(args, base)), several=True)
 
 
-def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str, Any],
-             identity: tuple[str, ...], make_session: Any, *, several: bool = False) -> int:
-    """Shared driver of ``run words`` and ``run fit``: run lookup, budget, progress, summary.
-
-    ``make_session(config)`` returns ``async session(store, run_id, backends, policy,
-    budget, progress) -> (result, extra)``; ``result`` has ``committed``,
-    ``stopped``, ``interrupted`` and ``elapsed_s``.
-    """
-    from detbal.agents.runner import Budget, CallPolicy, open_run, stored_usage
-    from detbal.agents.select import CONFIG_DEFAULTS
+def _run(args: argparse.Namespace, ui: Any, task: Any, *, several: bool = False) -> int:
+    """``run words|fit``: :func:`detbal.run_agent` with the flags' backends, budget and policy;
+    prints the summary and returns the exit status (0 done, 130 interrupted, 3 budget spent,
+    1 otherwise stopped, e.g. replay ran dry)."""
+    from detbal.agents.runner import Budget, CallPolicy
+    from detbal.agents.session import run_agent
     from detbal.store import RunStore
 
-    backends = make_backends(args, task, several=several)
-    backend = backends[0]
-    model = ",".join(b.model for b in backends)
-    describe = getattr(backend, "describe", lambda: {})()
-    config = dict(task_config) | {f"backend_{k}": v for k, v in describe.items()}
-    config["base_url"] = describe.get("base_url")
-    if args.price_input is not None:
-        config["price_input"] = args.price_input
-    if args.price_output is not None:
-        config["price_output"] = args.price_output
-    with RunStore(args.store) as store:
-        run_id, config, created = open_run(
-            store, task, backend.name, model, config, identity=identity,
-            run_id=args.run, new=args.new_run, defaults=CONFIG_DEFAULTS)
-        done = len(store.stored_seqs(run_id))
-        calls, ptok, ctok = stored_usage(store, run_id)
-        if backend.name == "replay" and not created:
-            _skip_replayed(store, run_id, backend)
-        pin, pout = _prices(args, config)
-        budget = Budget(args.budget_calls, args.budget_tokens, args.budget_cost,
-                        price_input=pin, price_output=pout, calls=calls,
-                        prompt_tokens=ptok, completion_tokens=ctok)
-        policy = CallPolicy(retries=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
-        ui.note(f"{'new' if created else 'continuing'} run {run_id} ({task}, {backend.name}"
-                f" {model}, seed {config.get('seed')}): {done} of {args.attempts or 'planned'}"
+    backends = make_backends(args, task.name, several=several)
+    budget = Budget(args.budget_calls, args.budget_tokens, args.budget_cost,
+                    price_input=args.price_input or 0.0, price_output=args.price_output or 0.0)
+    policy = CallPolicy(retries=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
+
+    def on_open(run: Any) -> None:
+        ui.note(f"{'new' if run.created else 'continuing'} run {run.run_id} ({run.task}, {run.backend}"
+                f" {run.model}, seed {run.config.get('seed')}): {run.stored} of {run.target}"
                 " attempts stored")
-        session = make_session(config)
-        total = args.attempts if args.attempts is not None else config.get("planned_attempts")
-        with ui.progress(total=total, desc=f"run {run_id}", unit="att") as progress:
-            if done:
-                progress(min(done, total) if total else done)
-            try:
-                result, extra = asyncio.run(
-                    _with_close(backends, session(store, run_id, backends, policy, budget, progress)))
-            except KeyboardInterrupt:  # no signal handler (not the main thread)
-                ui.echo(f"interrupted; to continue: {_resume_hint()}")
-                return 130
-        stored = len(store.stored_seqs(run_id))
-        summary = next(s for s in store.run_summaries() if s.run.id == run_id)
-    cost = f", cost {budget.cost:.4f}" if (pin or pout) else ""
+
+    with RunStore(args.store) as store:
+        try:
+            result = run_agent(store, task, backends, attempts=args.attempts, concurrency=args.concurrency,
+                               budget=budget, policy=policy, progress=ui, run_id=args.run,
+                               new_run=args.new_run, close_backends=True, on_open=on_open)
+        except KeyboardInterrupt:  # no signal handler (not the main thread)
+            ui.echo(f"interrupted; to continue: {_resume_hint()}")
+            return 130
+        summary = next(s for s in store.run_summaries() if s.run.id == result.run_id)
+    cost = f", cost {result.cost:.4f}" if (budget.price_input or budget.price_output) else ""
     escapes = ", ".join(f"{k} {v}" for k, v in summary.escape_counts.items()) or "none"
-    ui.echo(f"run {run_id}: {stored}/{total} attempts stored ({result.committed} this time,"
-            f" {result.elapsed_s:.1f} s); {summary.transitions} transitions, "
-            + ", ".join(f"{k} {v}" for k, v in extra.items())
-            + f"; escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
+    extra = (f"best score {result.summary['best_score']:.1f}, best ansatz {result.summary['best_ansatz']}"
+             if task.name == "fit" else f"valid states {result.summary['valid_states']}")
+    ui.echo(f"run {result.run_id}: {result.stored}/{result.target} attempts stored ({result.committed}"
+            f" this time, {result.elapsed_s:.1f} s); {summary.transitions} transitions, {extra};"
+            f" escapes: {escapes}; tokens {summary.prompt_tokens}+{summary.completion_tokens}{cost}")
     if summary.attempts and summary.escape_counts.get("api_error", 0) == summary.attempts:
         ui.note("warning: no attempt of this run reached the model (all api_error, stored as"
                 " escapes); check --base-url, --model and the API key, then run the same command"
@@ -404,82 +344,8 @@ def run_task(args: argparse.Namespace, ui: Any, task: str, task_config: dict[str
         return 130
     if result.stopped:
         ui.echo(f"stopped: {result.stopped}; to continue: {_resume_hint()}")
-        return 3 if result.stopped.startswith(("call budget", "token budget", "money budget")) else 1
+        return 3 if result.stopped_by == "budget" else 1
     return 0
-
-
-async def _with_close(backends: Any, coro: Any) -> Any:
-    try:
-        return await coro
-    finally:
-        for b in backends if isinstance(backends, (list, tuple)) else [backends]:
-            await b.aclose()
-
-
-def _skip_replayed(store: Any, run_id: int, backend: Any) -> None:
-    """A resumed replay run must not serve the answers it already used again."""
-    from detbal.agents.backends.replay import stored_answers
-
-    used: dict[str, int] = {}
-    for row in store.iter_attempts([run_id]):
-        params = json.loads(row["params"]) if row["params"] else {}
-        answers = stored_answers(row)
-        if not params.get("vote") and "answer" not in params and "answer_in" not in params:
-            answers = answers[:1]  # an attempt of a live run used one answer whatever its count
-        for key, _answer in answers:
-            used[key] = used.get(key, 0) + 1
-    for key, n in used.items():
-        backend.skip(key, n)
-
-
-# -- run fit ------------------------------------------------------------------------
-
-
-def _run_fit(args: argparse.Namespace, ui: Any) -> int:
-    import functools
-
-    fit_module = _fit_module()
-    if fit_module is None or not hasattr(fit_module, "run_fit"):
-        raise DetbalError("the fit task is not available in this build (detbal.agents.fit)")
-    from detbal.agents.runner import call_model
-
-    _check_common(args)
-    constrain = resolve_constrain(args, "fit")
-    # under a grammar one call per round is the default (no translator needed)
-    base = fit_module.FitConfig(mode="one-call", constrain=True) if constrain else None
-    fit_config = fit_module.config_from_args(args, base)
-    structural = {k: getattr(fit_config, k) for k in fit_module.FitConfig.STRUCTURAL}
-    task_config = {"fit": fit_config.as_dict(), "fit_structure": structural,
-                   "seed": fit_config.seed, "temperature": fit_config.temperature,
-                   "top_p": fit_config.top_p, "planned_attempts": fit_config.planned_attempts,
-                   "constrain": constrain, "grammar": fit_module.grammar_sha256(fit_config)}
-    from detbal.agents.select import CONFIG_DEFAULTS
-
-    task_config |= fit_config.selection.as_config()
-    identity = ("fit_structure", "temperature", "top_p", "base_url", *CONFIG_DEFAULTS)
-
-    def make_session(cfg: dict[str, Any]) -> Any:
-        async def session(store: Any, run_id: int, backends: Any, policy: Any, budget: Any,
-                          progress: Any) -> Any:
-            call = functools.partial(call_model, policy=policy, budget=budget)
-            r = await fit_module.run_fit(
-                store, run_id, backends, fit_config, attempts=args.attempts,
-                concurrency=args.concurrency, progress=progress, call=call, handle_signals=True)
-            result = _FitOutcome(committed=r.committed, stopped=r.stopped,
-                                 interrupted=r.stopped == "interrupted", elapsed_s=r.elapsed_s)
-            return result, {"best score": f"{r.best_score:.1f}", "best ansatz": r.best_ansatz}
-
-        return session
-
-    return run_task(args, ui, "fit", task_config, identity, make_session, several=True)
-
-
-@dataclass(frozen=True)
-class _FitOutcome:
-    committed: int
-    stopped: str | None
-    interrupted: bool
-    elapsed_s: float
 
 
 # -- runs -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Calls that lose nothing: retries, budgets and a concurrent attempt loop.
+"""Calls that lose nothing: retries, budgets, stop requests and run lookup.
 
 Two layers, usable separately:
 
@@ -6,12 +6,9 @@ Two layers, usable separately:
   retries with exponential back-off and jitter, ``Retry-After`` honoured) and a
   :class:`Budget` (calls, tokens, money).  A call whose retries are exhausted
   raises :class:`CallFailed`; the agent stores it as escape ``api_error``.
-* :func:`drive` runs attempts ``seq`` concurrently (at most ``concurrency`` at a
-  time) and commits each finished attempt to the run store, in one transaction
-  with the run's generator state, before counting it.  A budget running out, the
-  replay backend running dry or a stop request (Ctrl-C) ends the loop cleanly:
-  in-flight attempts finish and are stored, nothing half-done is written, and
-  the same command later continues with the seqs that are not stored yet.
+* :class:`StopSignal`, :func:`signal_handlers`, :func:`open_run`: the pieces the one
+  agent driver (:mod:`detbal.agents.session`) stops and opens runs with; the driver
+  commits each unit of work with the run's generator state before it counts.
 
 Back-off before retry ``k`` (k = 0, 1, ...)::
 
@@ -26,9 +23,7 @@ import contextlib
 import logging
 import random
 import signal
-import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +38,6 @@ from detbal.agents.backends.base import (
 from detbal.store import Attempt, RunStore
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -210,19 +203,7 @@ async def call_model(
         await asyncio.sleep(wait)
 
 
-# -- the attempt loop ------------------------------------------------------------
-
-AttemptFn = Callable[[int], Awaitable[tuple[Attempt, Any]]]
-
-
-@dataclass(frozen=True)
-class DriveResult:
-    """What one invocation of :func:`drive` did."""
-
-    committed: int
-    stopped: str | None  # None: every requested seq is stored
-    interrupted: bool
-    elapsed_s: float
+# -- stopping ------------------------------------------------------------------------
 
 
 class StopSignal:
@@ -233,14 +214,16 @@ class StopSignal:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.reason: str | None = None
+        self.kind: str | None = None  # "interrupt", "budget", "backend", "error"
         self.requests = 0
         self._abandon: Callable[[], None] | None = None
 
-    def request(self, reason: str = "interrupted", *, user: bool = False) -> None:
+    def request(self, reason: str = "interrupted", *, user: bool = False, kind: str | None = None) -> None:
         if user:
             self.requests += 1
         if self.reason is None:
             self.reason = reason
+            self.kind = kind or ("interrupt" if user else None)
         self.event.set()
         if self.requests >= 2 and self._abandon is not None:
             self._abandon()
@@ -273,93 +256,6 @@ def signal_handlers(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-async def drive(
-    store: RunStore,
-    run_id: int,
-    seqs: Iterable[int],
-    attempt_fn: AttemptFn,
-    *,
-    concurrency: int = 1,
-    on_commit: Callable[[int, Attempt], None] | None = None,
-    progress: Progress | None = None,
-    postfix: Callable[[], Mapping[str, Any]] | None = None,
-    stop: StopSignal | None = None,
-    handle_signals: bool = True,
-) -> DriveResult:
-    """Run ``attempt_fn(seq)`` for every seq, at most ``concurrency`` at a time.
-
-    ``attempt_fn`` returns ``(Attempt, rng_state)``; the attempt is stored with
-    :meth:`RunStore.record_attempt` (with ``rng_state``) and then passed to
-    ``on_commit``, and only then is ``progress(1, **postfix())`` called.
-    With ``handle_signals``, SIGINT/SIGTERM request a clean stop (a second one
-    abandons the calls in flight; they are re-issued on resume).
-    """
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
-    stop = stop or StopSignal()
-    it: Iterator[int] = iter(seqs)
-    committed = 0
-    interrupted = False
-    t0 = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal committed
-        while not stop.is_set:
-            seq = next(it, None)
-            if seq is None:
-                return
-            try:
-                attempt, rng_state = await attempt_fn(seq)
-            except BudgetExhausted as exc:
-                stop.request(exc.reason)
-                return
-            except BackendStop as exc:
-                stop.request(f"backend stopped: {exc}")
-                return
-            except Exception as exc:
-                stop.request(f"error: {type(exc).__name__}: {exc}")
-                raise
-            try:
-                store.record_attempt(run_id, seq, attempt, rng_state=rng_state)
-            except sqlite3.IntegrityError:
-                # another process continuing the same run stored this seq first: keep theirs
-                log.warning("attempt %d of run %d was already stored; kept the stored one", seq, run_id)
-                continue
-            committed += 1
-            if on_commit is not None:
-                on_commit(seq, attempt)
-            if progress is not None:
-                progress(1, **(postfix() if postfix is not None else {}))
-
-    loop = asyncio.get_running_loop()
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-
-    def abandon() -> None:
-        for t in tasks:
-            t.cancel()
-
-    stop._abandon = abandon
-
-    def on_signal(signame: str) -> None:
-        nonlocal interrupted
-        interrupted = True
-        if stop.requests == 0:
-            log.warning("stopping after the calls in flight (%s again abandons them)", signame)
-        stop.request("interrupted", user=True)
-
-    with signal_handlers(loop, on_signal if handle_signals else None):
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-            raise r
-    return DriveResult(
-        committed=committed,
-        stopped=stop.reason,
-        interrupted=interrupted or stop.reason == "interrupted",
-        elapsed_s=time.perf_counter() - t0,
-    )
 
 
 @dataclass

@@ -42,6 +42,7 @@ the same function of the same stored attempts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -49,29 +50,22 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detbal.agents.backends.base import Backend, BackendStop, Completion, Message, SamplingParams
+from detbal.agents.backends.base import Backend, Completion, Message, SamplingParams
 from detbal.agents.grammar import Grammar, literals
-from detbal.agents.select import Guide, Selection, refit_point, uniform_record
-from detbal.agents.runner import (
-    Budget,
-    CallFailed,
-    CallPolicy,
-    DriveResult,
-    Progress,
-    RunTotals,
-    StopSignal,
-    Tally,
-    call_model,
-    drive,
-)
+from detbal.agents.select import CONFIG_DEFAULTS, Guide, Selection, refit_point, uniform_record
+from detbal.agents.runner import Budget, CallFailed, CallPolicy, RunTotals, StopSignal, Tally, call_model
 from detbal.errors import DetbalError, InputError
+from detbal.progress import Progress
 from detbal.store import Attempt, RunStore, utc_now
+
+if TYPE_CHECKING:
+    from detbal.agents.session import AgentRunResult, RunSpec, SessionContext, UnitResult
 
 TASK = "words"
 _ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$")
@@ -330,8 +324,77 @@ def parse_vote(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+#: run-config keys that identify a word run (a stored run continues only if they match)
+WORD_IDENTITY = ("target", "seed_word", "relaxed", "vote", "seed", "temperature", "top_p",
+                 "max_tokens", "prompt_hash", "base_url", "constrain", "grammar")
+
+
+class WordTask:
+    """The word task, ready for :func:`detbal.run_agent` (an :class:`~detbal.agents.session.AgentTask`).
+
+    Every setting is a keyword, as in a PySR or deeptime estimator::
+
+        task = detbal.WordTask(target=100, seed_word="BUZZY", seed=3, temperature=0.7)
+        task = detbal.WordTask(relaxed=True, vote="5:3", select="potential")
+
+    Keywords: the fields of :class:`WordsConfig` (``target``, ``seed_word``, ``relaxed``,
+    ``vote`` as ``(M, n)`` or ``"M:n"``, ``constrain``, ``word_list``, ``select`` as a
+    :class:`~detbal.agents.select.Selection` or a rule name), the sampling
+    ``temperature``/``top_p``/``max_tokens``, ``prompt`` (a template file or
+    :class:`PromptTemplate`; default the packaged one) and ``seed`` (None: a random seed
+    for a new run, the stored one for a continued run).  Or pass a :class:`WordsConfig`.
+    """
+
+    name = TASK
+
+    def __init__(self, config: WordsConfig | None = None, /, *, prompt: str | Path | PromptTemplate | None = None,
+                 seed: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                 max_tokens: int | None = None, **fields: Any) -> None:
+        if isinstance(fields.get("vote"), str):
+            fields["vote"] = parse_vote(fields["vote"])
+        if isinstance(fields.get("select"), str):
+            fields["select"] = Selection(rule=fields["select"])
+        base = config or WordsConfig()
+        sampling = base.sampling
+        for name, value in (("temperature", temperature), ("top_p", top_p), ("max_tokens", max_tokens)):
+            if value is not None:
+                sampling = replace(sampling, **{name: value})
+        try:
+            self.config = replace(base, sampling=sampling, **fields,
+                                  **({"seed": int(seed)} if seed is not None else {}))
+        except TypeError as exc:
+            raise DetbalError(f"WordTask: {exc}") from None
+        self.seed = seed if seed is not None else (config.seed if config is not None else None)
+        self.template = prompt if isinstance(prompt, PromptTemplate) else PromptTemplate.load(prompt)
+
+    def __repr__(self) -> str:
+        return f"WordTask({self.config!r}, seed={self.seed!r}, prompt={self.template.source!r})"
+
+    def run_spec(self) -> RunSpec:
+        from detbal.agents.session import RunSpec
+
+        config = self.config.as_config() | {"seed": self.seed, "prompt_hash": self.template.sha256,
+                                            "prompt_file": self.template.source}
+        return RunSpec(TASK, config, WORD_IDENTITY + tuple(CONFIG_DEFAULTS), CONFIG_DEFAULTS)
+
+    def default_attempts(self) -> int | None:
+        return None  # the word task has no natural end: attempts must be given
+
+    async def begin(self, ctx: SessionContext) -> WordAgent:
+        if ctx.attempts is None:
+            raise DetbalError("attempts: the word task needs the number of attempts to run to")
+        seed = ctx.config.get("seed")
+        config = replace(self.config, seed=int(seed)) if seed is not None else self.config
+        agent = WordAgent(ctx.backends[0], self.template, config, ctx.policy, ctx.budget)
+        agent.bind(ctx)
+        agent.restore(ctx.store, ctx.run_id)
+        return agent
+
+
 class WordAgent:
-    """Builds, runs and classifies word attempts; keeps the found list in commit order."""
+    """One word run in progress (a :class:`~detbal.agents.session.TaskRun`): builds, runs
+    and classifies word attempts; keeps the found list in commit order.  A unit is one
+    attempt, named by its seq."""
 
     def __init__(self, backend: Backend, template: PromptTemplate, config: WordsConfig,
                  policy: CallPolicy, budget: Budget) -> None:
@@ -348,7 +411,16 @@ class WordAgent:
         self._calls0 = budget.calls
         self.guide = Guide(config.select)
         self._prefix = 0  # seqs 0 .. _prefix-1 are stored
-        self.stop: StopSignal | None = None  # set by run_words: a guided draw waiting stops with it
+        self._stored_seqs: set[int] = set()
+        self.target = 0
+        self.ctx: SessionContext | None = None
+        self.call: Callable[..., Any] = functools.partial(call_model, policy=policy, budget=budget)
+
+    def bind(self, ctx: SessionContext) -> None:
+        """Work in the driver's run: its call (policy, budget), stop signal and target."""
+        self.ctx = ctx
+        self.call = ctx.call
+        self.target = int(ctx.attempts or 0)
 
     # -- state ------------------------------------------------------------------
     def restore(self, store: RunStore, run_id: int) -> None:
@@ -366,14 +438,20 @@ class WordAgent:
             self.found.append(word)
 
     def _stored(self, seq: int, a: Attempt) -> None:
+        self._stored_seqs.add(seq)
         self.guide.add(seq, (a.source, a.target, a.escape, a.count))
         while self._prefix in self.guide.rows:
             self._prefix += 1
 
-    def on_commit(self, seq: int, attempt: Attempt) -> None:
-        self.totals.add(attempt)
-        self._add_found(attempt.target)
-        self._stored(seq, attempt)
+    def units(self) -> Iterator[int]:
+        done = set(self._stored_seqs)
+        return (s for s in range(self.target) if s not in done)
+
+    def committed(self, seq: int, result: UnitResult) -> None:
+        for _seq, attempt in result.attempts:
+            self.totals.add(attempt)
+            self._add_found(attempt.target)
+            self._stored(_seq, attempt)
 
     def choose(self, seq: int) -> str:
         """The prompt word of attempt ``seq``: uniform over the found list as it stands."""
@@ -386,10 +464,10 @@ class WordAgent:
             n = len(self.found)
             return self.choose(seq), uniform_record(n)
         P = refit_point(seq, sel.every)
-        while self._prefix < P:  # concurrency > 1: earlier attempts still in flight
-            if self.stop is not None and self.stop.is_set:
-                raise BackendStop("the run stopped before this attempt's refit point was stored")
-            await asyncio.sleep(0.005)
+        if self._prefix < P:  # concurrency > 1: earlier attempts still in flight
+            if self.ctx is None:
+                raise DetbalError(f"attempt {seq}: attempts before its refit point {P} are not stored")
+            await self.ctx.wait_for(lambda: self._prefix >= P)
         u = random.Random(f"{self.config.seed}:{seq}").random()
         return self.guide.choose(list(self.found), u, P)
 
@@ -402,7 +480,20 @@ class WordAgent:
             "calls/s": f"{(self.budget.calls - self._calls0) / dt:.1f}",
         }
 
+    def summary(self) -> dict[str, Any]:
+        """``valid_states`` (the seed word included) and ``found`` (in order of discovery)."""
+        return {"valid_states": len(self.found), "found": tuple(self.found)}
+
+    async def end(self) -> None:
+        return None
+
     # -- one attempt ------------------------------------------------------------
+    async def perform(self, seq: int) -> UnitResult:
+        from detbal.agents.session import UnitResult
+
+        attempt, rng_state = await self.attempt(seq)
+        return UnitResult(((seq, attempt),), rng_state)
+
     async def attempt(self, seq: int) -> tuple[Attempt, Any]:
         cfg = self.config
         source, select = await self.draw(seq)
@@ -420,8 +511,8 @@ class WordAgent:
         async def one(i: int) -> Completion | CallFailed:
             try:
                 sampling = replace(cfg.sampling, seed=seeds[i], grammar=grammar)
-                return await call_model(self.backend, messages, sampling,
-                                        self.policy, self.budget, key=source, tally=tally, rng=jitter)
+                return await self.call(self.backend, messages, sampling, key=source, tally=tally,
+                                       rng=jitter)
             except CallFailed as exc:
                 return exc
 
@@ -481,22 +572,24 @@ async def run_words(
     stop: StopSignal | None = None,
     handle_signals: bool = True,
     on_start: Callable[[WordAgent], None] | None = None,
-) -> tuple[DriveResult, WordAgent]:
-    """Continue run ``run_id`` until seqs ``0 .. attempts-1`` are all stored.
+) -> tuple[AgentRunResult, WordAgent]:
+    """Continue the stored run ``run_id`` until seqs ``0 .. attempts-1`` are all stored.
 
-    Seqs already in the store are skipped; the found list and totals are rebuilt
-    from them.  Returns the loop's result and the agent (found list, totals).
+    :func:`detbal.agents.session.drive_task` with a :class:`WordTask` of ``config``: no
+    run lookup (the run's stored config is not checked; its ``seed``, if stored, wins).
+    Returns the driver's result and the run's :class:`WordAgent` (found list, totals).
     """
-    template = template or PromptTemplate.load()
-    budget = budget or Budget()
-    agent = WordAgent(backend, template, config, policy or CallPolicy(), budget)
-    agent.stop = stop = stop or StopSignal()
-    agent.restore(store, run_id)
-    done = store.stored_seqs(run_id)
-    todo = (s for s in range(attempts) if s not in done)
-    if on_start is not None:
-        on_start(agent)
-    result = await drive(store, run_id, todo, agent.attempt, concurrency=concurrency,
-                         on_commit=agent.on_commit, progress=progress, postfix=agent.postfix,
-                         stop=stop, handle_signals=handle_signals)
-    return result, agent
+    from detbal.agents.session import drive_task
+
+    task = WordTask(config, prompt=template or PromptTemplate.load())
+    began: list[WordAgent] = []
+
+    def on_begin(run: Any) -> None:
+        began.append(run)
+        if on_start is not None:
+            on_start(run)
+
+    result = await drive_task(store, run_id, task, backend, attempts=attempts, concurrency=concurrency,
+                              budget=budget, policy=policy, progress=progress, stop=stop,
+                              handle_signals=handle_signals, on_begin=on_begin)
+    return result, began[0]

@@ -24,9 +24,9 @@ from detbal.agents.runner import (
     CallPolicy,
     Tally,
     call_model,
-    drive,
     open_run,
 )
+from detbal.agents.session import UnitResult, drive
 from detbal.store import Attempt, RunStore
 
 MSG = [{"role": "user", "content": "x"}]
@@ -143,7 +143,7 @@ def _attempt_fn(n_fail_stop: int | None = None, stop_exc: BaseException | None =
         await asyncio.sleep(0.001 * (seq % 3))
         if n_fail_stop is not None and seq >= n_fail_stop:
             raise stop_exc  # type: ignore[misc]
-        return Attempt(source="A", target=f"S{seq % 5}"), {"seq": seq}
+        return UnitResult(((seq, Attempt(source="A", target=f"S{seq % 5}")),), {"seq": seq})
 
     return fn
 
@@ -154,7 +154,7 @@ def test_drive_commits_every_seq_once(tmp_path, concurrency: int) -> None:
     with RunStore(tmp_path / "d.sqlite") as store:
         rid = store.create_run("t", "m", "b", {})
         res = asyncio.run(drive(store, rid, range(40), _attempt_fn(), concurrency=concurrency,
-                                on_commit=lambda s, a: committed.append(s), handle_signals=False))
+                                on_commit=lambda unit, result: committed.append(unit), handle_signals=False))
         assert res.committed == 40 and res.stopped is None
         assert store.stored_seqs(rid) == set(range(40))
         assert sorted(committed) == list(range(40))

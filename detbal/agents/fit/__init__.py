@@ -1,39 +1,28 @@
 """The symbolic-fitting agent (METHOD.md section 1): an LLM-driven island search over ansatz strings.
 
-Entry points for the command line (exact signatures)::
+From Python, through the one agent driver (:func:`detbal.run_agent`)::
 
-    from detbal.agents.fit import add_fit_arguments, config_from_args, run_fit, FitConfig
+    import detbal
+    task = detbal.FitTask(dataset="nikuradse_2", islands=4, cycles=5, mode="one-call", seed=1)
+    with detbal.RunStore("fit.sqlite") as store:
+        res = detbal.run_agent(store, task, [backend_a, backend_b])   # the planned search
+    res.summary["best_ansatz"], res.summary["best_score"]
 
-    add_fit_arguments(parser: argparse.ArgumentParser) -> None
-        # --dataset --data-dir --download --islands --cycles --rounds --per-round
-        # --population --repopulate-every --repopulate-fraction --starts --fit-mode
-        # --seed-ansatz --translate-max-tokens; options the parser already has are skipped.
-    config_from_args(args: argparse.Namespace, base: FitConfig | None = None) -> FitConfig
-        # also reads the shared names seed, temperature, top_p, max_tokens when present
-    FitConfig.as_dict() -> dict            # store it as the run config's "fit" entry
-    FitConfig.from_mapping(d) -> FitConfig # rebuild it on resume
-
-    async def run_fit(
-        store: RunStore, run_id: int, backends: Sequence[Backend],
-        config: FitConfig | Mapping[str, Any], *,
-        attempts: int | None = None,      # total attempts wanted for the run (stored ones count);
-                                          # None = cycles * islands * rounds * per_round
-        concurrency: int = 1,             # model calls in flight at once
-        progress: Callable[..., Any] | None = None,   # progress(1, best=..., esc=...) per stored attempt
-        call: Callable[..., Awaitable[Completion]] | None = None,
-            # await call(backend, messages, params, *, key=None) -> Completion; default:
-            # detbal.agents.runner.call_model (retries/time-out, no budget). Pass
-            # functools.partial(call_model, policy=..., budget=...) for budgets.
-        stop: asyncio.Event | None = None,  # set it to stop after the rounds in flight
-        handle_signals: bool = False,       # SIGINT/SIGTERM: stop after the rounds in flight;
-                                            # a second one abandons them (nothing half-done stored)
-        dataset: Dataset | None = None,     # default: load_dataset(config.dataset, config.data_dir, ...)
-    ) -> FitRunResult  # committed, stored, target, stopped (None = done), best_ansatz, best_score, elapsed_s
+:class:`FitTask` takes the fields of :class:`FitConfig` as keywords; one unit of the
+driver is a round (one model call's 1..n attempts, committed together).  On a run
+already in the store (no run lookup), ``await run_fit(store, run_id, backends, config,
+attempts=..., concurrency=..., progress=..., call=..., budget=..., stop=...,
+handle_signals=False)`` drives the same task and returns the same
+:class:`~detbal.agents.session.AgentRunResult`; ``call`` replaces the runner's
+``call_model`` (``await call(backend, messages, params, *, key=None)``).
 
 A call that raises ``runner.BudgetExhausted`` or ``BackendStop``/``BackendExhausted``
 stops the run cleanly (that round stores nothing); any other :class:`BackendError`
-(e.g. ``runner.CallFailed``) is stored as the escape ``api_error``.  Calling
-``run_fit`` again on the same run continues it (resume after ``kill -9``).
+(e.g. ``runner.CallFailed``) is stored as the escape ``api_error``.
+
+Command line: :func:`add_fit_arguments` adds the options, :func:`config_from_args`
+turns them into a :class:`FitConfig` (``FitConfig.as_dict()`` is the run config's
+``"fit"`` entry, ``FitConfig.from_mapping`` rebuilds it).
 
 Modules: :mod:`.data` (data sets), :mod:`.ansatz` (validation, canonical form,
 compilation), :mod:`.fitting` (multi-start L-BFGS-B, score), :mod:`.prompts`
@@ -48,10 +37,9 @@ from typing import TYPE_CHECKING, Any
 from detbal.agents.fit.config import FitConfig, add_fit_arguments, config_from_args
 
 if TYPE_CHECKING:
-    from detbal.agents.fit.loop import FitRunResult
+    from detbal.agents.fit.loop import FitTask, run_fit
 
-__all__ = ["FitConfig", "FitRunResult", "add_fit_arguments", "config_from_args", "grammar_sha256",
-           "run_fit"]
+__all__ = ["FitConfig", "FitTask", "add_fit_arguments", "config_from_args", "grammar_sha256", "run_fit"]
 
 
 def grammar_sha256(config: FitConfig) -> str | None:
@@ -62,16 +50,9 @@ def grammar_sha256(config: FitConfig) -> str | None:
     return grammar.sha256 if grammar is not None else None
 
 
-async def run_fit(*args: Any, **kwargs: Any) -> FitRunResult:
-    """Run or resume a fit run; see the module docstring for the signature."""
-    from detbal.agents.fit.loop import run_fit as _run_fit
-
-    return await _run_fit(*args, **kwargs)
-
-
 def __getattr__(name: str) -> Any:
-    if name == "FitRunResult":
-        from detbal.agents.fit.loop import FitRunResult
+    if name in ("FitTask", "run_fit"):
+        from detbal.agents.fit import loop
 
-        return FitRunResult
-    raise AttributeError(name)
+        return getattr(loop, name)
+    raise AttributeError(f"module 'detbal.agents.fit' has no attribute {name!r}")

@@ -29,12 +29,19 @@ first attempt the round stores (the others point to it with ``params.answer_in``
 Translator calls carry the key ``translate:<idea>``, so the replay backend
 serves every call of a stored run again.
 
+Driver.  :class:`FitTask` is a task of the one agent driver
+(:mod:`detbal.agents.session`, :func:`detbal.run_agent`); a unit is a round.  At most
+``concurrency`` rounds (and model calls) are in flight; a round waits until its
+island's previous round is committed, the first round of a cycle until the cycle
+before is complete and repopulated.  A round's attempts are committed in one
+transaction, so a killed run holds whole rounds only.
+
 Resume.  Every choice is a function of the seed, the round index and the island
 populations, and the populations are a function of the stored attempts (their
 ``params`` hold island, round and fit results).  So a restarted run replays the
-stored rounds without calling any model, re-runs a round that was cut short
-(storing only its missing seqs, with the stored example) and continues: seqs are
-never duplicated (and ``(run_id, seq)`` is unique in the store anyway).
+stored rounds without calling any model and continues; a round cut short (stored
+one by one by earlier versions) is re-run storing only its missing seqs, with the
+stored example.  Seqs are never duplicated (``(run_id, seq)`` is unique in the store).
 """
 
 from __future__ import annotations
@@ -42,16 +49,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detbal.agents.backends import base as _base
-from detbal.agents.backends.base import Backend, BackendError, Completion, Message, SamplingParams
+from detbal.agents.backends.base import Backend, BackendError, BackendStop, Completion, Message, SamplingParams
 from detbal.agents.fit import prompts as P
 from detbal.agents.fit.ansatz import (
     AnsatzError,
@@ -64,50 +69,20 @@ from detbal.agents.fit.config import SEED_REASONING, FitConfig
 from detbal.agents.fit.data import Dataset, load_dataset
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
 from detbal.agents.fit.grammar import config_grammar
-from detbal.agents.runner import signal_handlers
-from detbal.agents.select import Guide, refit_point, uniform_record
+from detbal.agents.runner import Budget, BudgetExhausted, CallPolicy, StopSignal
+from detbal.agents.select import CONFIG_DEFAULTS, Guide, refit_point, uniform_record
 from detbal.errors import DetbalError
+from detbal.progress import Progress
 from detbal.store import Attempt, RunStore, utc_now
+
+if TYPE_CHECKING:
+    from detbal.agents.session import AgentRunResult, CallFn, RunSpec, SessionContext, UnitResult
 
 log = logging.getLogger(__name__)
 
-CallFn = Callable[..., Awaitable[Completion]]
-"""``await call(backend, messages, params, *, key=None) -> Completion``."""
-
 RNG_SCHEME = "numpy.random.default_rng([seed, round])"
-
-
-def _stop_exceptions() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean: stop the run, store nothing for this round."""
-    out: list[type[BaseException]] = []
-    for name in ("BackendStop", "BackendExhausted"):
-        exc = getattr(_base, name, None)
-        if exc is not None:
-            out.append(exc)
-    try:
-        from detbal.agents import runner
-
-        out.append(runner.BudgetExhausted)
-    except (ImportError, AttributeError):
-        pass
-    return tuple(out)
-
-
-def default_call() -> CallFn:
-    """The runner's ``call_model`` (retries, time-out) if present, else the bare backend call."""
-    try:
-        from detbal.agents.runner import call_model
-
-        return call_model
-    except ImportError:  # pragma: no cover - the runner ships with the package
-        async def bare(backend: Backend, messages: Sequence[Message], params: SamplingParams,
-                       *, key: str | None = None) -> Completion:
-            if key is None:
-                return await backend.complete(messages, params)
-            return await backend.complete(messages, params, key=key)
-
-        return bare
-
+#: run-config keys that identify a fit run (besides the selection's)
+FIT_IDENTITY = ("fit_structure", "temperature", "top_p", "base_url")
 
 @dataclass(frozen=True)
 class Member:
@@ -176,19 +151,6 @@ class Evaluator:
         return hit
 
 
-@dataclass(frozen=True)
-class FitRunResult:
-    """What :func:`run_fit` did."""
-
-    committed: int  # attempts stored by this call
-    stored: int  # attempts of the run with seq < target now in the store
-    target: int  # requested number of attempts
-    stopped: str | None  # None: the target is reached
-    best_ansatz: str
-    best_score: float
-    elapsed_s: float
-
-
 @dataclass
 class _Slot:
     """The outcome of one of a round's attempts, before it is stored."""
@@ -214,54 +176,220 @@ def _add_usage(slot: _Slot, c: Completion) -> None:
     slot.latency_s = (slot.latency_s or 0.0) + c.latency_s
 
 
-class _RoundAborted(Exception):
-    pass
+def repopulated(islands: Sequence[list[Member]], fraction: float) -> list[list[Member]]:
+    """The islands after a cycle: the worst ``floor(fraction * n)`` (at least one when
+    ``fraction`` > 0 and n >= 2) get a copy of the best island's population."""
+    out = [list(pop) for pop in islands]
+    n = len(out)
+    if fraction <= 0 or n < 2:
+        return out
+    k = max(1, math.floor(fraction * n))
+    order = sorted(range(n), key=lambda i: (-max(m.score for m in out[i]), i))
+    donor = out[order[0]]
+    for i in order[-k:]:
+        if i != order[0]:
+            out[i] = list(donor)
+    return out
 
 
-class FitSearch:
-    """One run of the island search; see the module docstring.  Use :func:`run_fit`."""
+class FitTask:
+    """The symbolic-fitting task, ready for :func:`detbal.run_agent` (an
+    :class:`~detbal.agents.session.AgentTask`).
 
-    def __init__(
-        self,
-        store: RunStore,
-        run_id: int,
-        backends: Sequence[Backend],
-        config: FitConfig,
-        *,
-        attempts: int | None = None,
-        concurrency: int = 1,
-        progress: Callable[..., Any] | None = None,
-        call: CallFn | None = None,
-        stop: asyncio.Event | None = None,
-        dataset: Dataset | None = None,
-    ) -> None:
-        if not backends:
-            raise DetbalError("the fit agent needs at least one model backend")
-        if concurrency < 1:
-            raise DetbalError("concurrency must be at least 1")
-        self.store = store
-        self.run_id = run_id
-        self.backends = list(backends)
+    Every setting is a keyword (the fields of :class:`~detbal.agents.fit.config.FitConfig`),
+    as in a PySR or deeptime estimator::
+
+        task = detbal.FitTask(dataset="nikuradse_2", islands=4, cycles=5, mode="one-call", seed=1)
+
+    or pass a :class:`FitConfig` (and keywords to change).  ``data``: an already loaded
+    :class:`~detbal.agents.fit.data.Dataset` (default: loaded from ``dataset``/``data_dir``).
+    Without ``attempts`` a run goes to the planned ``cycles * islands * rounds * per_round``.
+    """
+
+    name = "fit"
+
+    def __init__(self, config: FitConfig | Mapping[str, Any] | None = None, /, *,
+                 data: Dataset | None = None, **fields: Any) -> None:
+        if isinstance(config, Mapping):
+            config = FitConfig.from_mapping(config)
+        try:
+            self.config = replace(config or FitConfig(), **fields)
+        except TypeError as exc:
+            raise DetbalError(f"FitTask: {exc}") from None
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"FitTask({self.config!r})"
+
+    def run_spec(self) -> RunSpec:
+        from detbal.agents.fit import grammar_sha256
+        from detbal.agents.session import RunSpec
+
+        cfg = self.config
+        structural = {k: getattr(cfg, k) for k in FitConfig.STRUCTURAL}
+        config = {"fit": cfg.as_dict(), "fit_structure": structural, "seed": cfg.seed,
+                  "temperature": cfg.temperature, "top_p": cfg.top_p,
+                  "planned_attempts": cfg.planned_attempts, "constrain": cfg.constrain,
+                  "grammar": grammar_sha256(cfg)} | cfg.selection.as_config()
+        return RunSpec(self.name, config, FIT_IDENTITY + tuple(CONFIG_DEFAULTS), CONFIG_DEFAULTS)
+
+    def default_attempts(self) -> int | None:
+        return self.config.planned_attempts
+
+    async def begin(self, ctx: SessionContext) -> FitRun:
+        _check_resume(ctx.store, ctx.run_id, self.config)
+        run = FitRun(ctx, self.config, self.data)
+        await run.start()
+        return run
+
+
+class FitRun:
+    """One fit run in progress (a :class:`~detbal.agents.session.TaskRun`); see the module
+    docstring.  A unit is a round ``r``: one model call's 1..n attempts (two-call: with the
+    translator calls of its ideas)."""
+
+    def __init__(self, ctx: SessionContext, config: FitConfig, dataset: Dataset | None = None) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.run_id = ctx.run_id
+        self.backends = list(ctx.backends)
         self.config = config
-        self.target = int(attempts) if attempts is not None else config.planned_attempts
+        self.target = int(ctx.attempts) if ctx.attempts is not None else config.planned_attempts
         if self.target < 0:
             raise DetbalError("attempts must not be negative")
-        self.concurrency = concurrency
-        self.progress = progress
-        self.call = call or default_call()
-        self.stop = stop or asyncio.Event()
-        self.stop_reason: str | None = None
+        self.call: CallFn = ctx.call
         self.dataset = dataset or load_dataset(config.dataset, config.data_dir, download=config.download)
         self.prompt_hash = P.prompt_hash(config.mode)
         grammar = config_grammar(config)
         self.grammar = grammar.gbnf if grammar is not None else None  # one-call answer or translation
-        self._stop_excs = _stop_exceptions()
-        self.committed = 0
+        self.committed_attempts = 0
         self.escapes = 0
         self.guide = Guide(config.selection) if config.selection.guided else None
         self.best: Member | None = None
-        self._main: asyncio.Future[None] | None = None
-        self._abandoned = False
+        n = config.per_round
+        self.n_rounds = -(-self.target // n)
+        self._per_cycle = config.islands * config.rounds
+        self._sem = asyncio.Semaphore(ctx.concurrency)
+        self._executor: ThreadPoolExecutor | None = None
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.stored: set[int] = set()
+        self.applied: set[int] = set()
+        self._members: dict[int, list[Member | None]] = {}  # committed live, not applied yet
+        self._cycle = 0  # the first cycle not complete
+
+    # -- schedule ------------------------------------------------------------------
+    def _place(self, r: int) -> tuple[int, int, int]:
+        """``(cycle, round in cycle, island)`` of round ``r``."""
+        I = self.config.islands
+        return r // self._per_cycle, (r // I) % self.config.rounds, r % I
+
+    def _seqs(self, r: int) -> list[int]:
+        n = self.config.per_round
+        return [r * n + s for s in range(n) if r * n + s < self.target]
+
+    def _may_start(self, r: int) -> bool:
+        """The round's island population is final: its previous round in the cycle is
+        applied, or (first round of a cycle) every earlier cycle is complete."""
+        c, k, _i = self._place(r)
+        if k > 0:
+            return (r - self.config.islands) in self.applied
+        return self._cycle >= c
+
+    def _advance(self) -> None:
+        """Apply every stored round whose turn has come, completing (and repopulating) cycles."""
+        cfg = self.config
+        while self._cycle * self._per_cycle < self.n_rounds:
+            c = self._cycle
+            rounds = range(c * self._per_cycle, min((c + 1) * self._per_cycle, self.n_rounds))
+            changed = True
+            while changed:
+                changed = False
+                for r in rounds:
+                    if r in self.applied or not self._may_start(r):
+                        continue
+                    if all(s in self.stored for s in self._seqs(r)):
+                        self._apply(r)
+                        changed = True
+            if not all(r in self.applied for r in rounds):
+                return
+            self._cycle += 1
+            if (c + 1) % cfg.repopulate_every == 0:
+                self.islands = repopulated(self.islands, cfg.repopulate_fraction)
+
+    def _apply(self, r: int) -> None:
+        members = self._members.pop(r, None)
+        if members is None:  # stored before this session
+            members = [self._member_from_row(self.rows[s]) for s in self._seqs(r)]
+        i = self._place(r)[2]
+        for m in members:
+            if m is not None:
+                self.known.setdefault(m.text, m)
+                self._add(i, m)
+        self.applied.add(r)
+
+    # -- the TaskRun protocol ---------------------------------------------------------
+    async def start(self) -> None:
+        """Fit the seed ansatz, then restore the islands from the stored attempts."""
+        cfg = self.config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detbal-fit")
+        loop = asyncio.get_running_loop()
+        try:
+            self.evaluator = await loop.run_in_executor(self._executor, Evaluator, self.dataset, cfg)
+            try:
+                seed_eval = await loop.run_in_executor(self._executor, self.evaluator.evaluate,
+                                                       cfg.initial_ansatz)
+            except (AnsatzError, FitFailed) as exc:
+                raise DetbalError(f"the seed ansatz {cfg.initial_ansatz!r} is unusable: {exc}") from None
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+        seed_member = self._member_from_eval(seed_eval, SEED_REASONING, -1)
+        self.islands: list[list[Member]] = [[seed_member] for _ in range(cfg.islands)]
+        self.known: dict[str, Member] = {seed_member.text: seed_member}
+        self.best = seed_member
+        self.rows = self._load_stored()
+        for seq in sorted(self.rows):
+            self.stored.add(seq)
+            self._stored_row(seq, self.rows[seq])
+        self._advance()
+
+    def units(self) -> Iterator[int]:
+        todo = [r for r in range(self.n_rounds) if not all(s in self.stored for s in self._seqs(r))]
+        return iter(todo)
+
+    async def perform(self, r: int) -> UnitResult:
+        await self.ctx.wait_for(lambda: self._may_start(r))
+        return await self._live_round(r)
+
+    def committed(self, r: int, result: UnitResult) -> None:
+        for seq, attempt in result.attempts:
+            self.stored.add(seq)
+            self._stored_row(seq, {"source": attempt.source, "target": attempt.target,
+                                   "escape": attempt.escape, "count": attempt.count})
+            self.committed_attempts += 1
+            if attempt.escape is not None:
+                self.escapes += 1
+        self._members[r] = result.state
+        self._advance()
+
+    def conflicted(self, r: int) -> None:
+        """Another process stored this round first: the populations can no longer be known."""
+        self.ctx.stop.request(f"round {r} of run {self.run_id} was stored by another process;"
+                              " run again to continue from the store", kind="error")
+
+    def postfix(self) -> dict[str, Any]:
+        best = self.best.score if self.best is not None else math.nan
+        return {"best": f"{best:.1f}", "esc": f"{self.escapes / max(1, self.committed_attempts):.0%}"}
+
+    def summary(self) -> dict[str, Any]:
+        """``best_ansatz`` and ``best_score`` over every island so far."""
+        best = self.best
+        return {"best_ansatz": best.text if best else None,
+                "best_score": best.score if best else math.nan}
+
+    async def end(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     # -- populations ---------------------------------------------------------
     def _member_from_eval(self, ev: Evaluation, reasoning: str, seq: int) -> Member:
@@ -276,18 +404,6 @@ class FitSearch:
         del pop[self.config.population:]
         if self.best is None or (member.score, -member.seq) > (self.best.score, -self.best.seq):
             self.best = member
-
-    def _repopulate(self) -> None:
-        cfg = self.config
-        n = len(self.islands)
-        if cfg.repopulate_fraction <= 0 or n < 2:
-            return
-        k = max(1, math.floor(cfg.repopulate_fraction * n))
-        order = sorted(range(n), key=lambda i: (-max(m.score for m in self.islands[i]), i))
-        donor = self.islands[order[0]]
-        for i in order[-k:]:
-            if i != order[0]:
-                self.islands[i] = list(donor)
 
     # -- stored attempts -------------------------------------------------------
     def _load_stored(self) -> dict[int, dict[str, Any]]:
@@ -314,6 +430,10 @@ class FitSearch:
             return None
         return self._member_from_eval(ev, reasoning, int(row["seq"]))
 
+    def _stored_row(self, seq: int, row: Mapping[str, Any]) -> None:
+        if self.guide is not None:
+            self.guide.add(seq, (row["source"], row["target"], row["escape"], int(row.get("count") or 1)))
+
     # -- one round -----------------------------------------------------------
     async def _call(self, backend: Backend, messages: list[Message], params: SamplingParams,
                     key: str | None) -> Completion:
@@ -324,13 +444,12 @@ class FitSearch:
 
     async def _guarded(self, backend: Backend, messages: list[Message], params: SamplingParams,
                        key: str | None) -> Completion | BackendError:
-        """A completion, or the error to store as ``api_error``; stop conditions abort the round."""
+        """A completion, or the error to store as ``api_error``; a stop condition (budget spent,
+        backend stopped) propagates and the driver stores nothing of the round."""
         try:
             return await self._call(backend, messages, params, key)
-        except self._stop_excs as exc:
-            reason = getattr(exc, "reason", None)  # runner.BudgetExhausted: "call budget reached ..."
-            self._request_stop(reason if isinstance(reason, str) else f"backend stopped: {exc}")
-            raise _RoundAborted() from exc
+        except (BackendStop, BudgetExhausted):
+            raise
         except BackendError as exc:
             return exc
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -338,11 +457,6 @@ class FitSearch:
         except Exception as exc:  # a backend bug must not lose the attempt
             log.warning("model call raised %s: %s", type(exc).__name__, exc)
             return BackendError(f"{type(exc).__name__}: {exc}", retryable=False)
-
-    def _request_stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self.stop.set()
 
     def _example_fields(self, example: Member) -> dict[str, Any]:
         return {
@@ -483,32 +597,29 @@ class FitSearch:
         text, record = self.guide.choose([m.text for m in pop], u, P)
         return next(m for m in pop if m.text == text), record
 
-    def _stored_row(self, seq: int, row: Mapping[str, Any]) -> None:
-        if self.guide is not None:
-            self.guide.add(seq, (row["source"], row["target"], row["escape"], int(row.get("count") or 1)))
+    async def _live_round(self, r: int) -> UnitResult:
+        from detbal.agents.session import UnitResult
 
-    async def _live_round(self, c: int, k: int, i: int, r: int, seqs: list[int],
-                          stored: dict[int, dict[str, Any]]) -> None:
         cfg = self.config
+        c, k, i = self._place(r)
+        seqs = self._seqs(r)
+        stored = {s: self.rows[s] for s in seqs if s in self.rows}
         rng = np.random.default_rng([cfg.seed, r])
         pop = self.islands[i]
         example, select = self._draw(r, pop, rng)
         backend = self.backends[int(rng.integers(len(self.backends)))]
         call_seed = int(rng.integers(2**31 - 1))
-        if stored:  # a round cut short: keep the example its stored attempts used
+        if stored:  # a round cut short (stored one by one before rounds were atomic): keep its example
             src = next(iter(stored.values()))["source"]
             if src != example.text:
                 example = self.known.get(src) or Member(src, math.nan, math.nan, (), "", -1)
         sp = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                             seed=call_seed, grammar=self.grammar if cfg.mode == "one-call" else None)
         started = utc_now()
-        try:
-            if cfg.mode == "two-call":
-                slots = await self._two_call(backend, example, sp)
-            else:
-                slots = await self._one_call(backend, example, sp)
-        except _RoundAborted:
-            return
+        if cfg.mode == "two-call":
+            slots = await self._two_call(backend, example, sp)
+        else:
+            slots = await self._one_call(backend, example, sp)
         base_params = {**sp.as_dict(), "model": backend.model, "backend": backend.name,
                        "mode": cfg.mode, "island": i, "cycle": c, "round": r, "round_in_cycle": k,
                        "select": select}
@@ -516,114 +627,22 @@ class FitSearch:
         first = r * cfg.per_round
         # the call's whole answer is stored once, with the first attempt this call stores
         carrier = min(seq for seq in seqs if seq not in stored)
+        attempts: list[tuple[int, Attempt]] = []
+        members: list[Member | None] = []
         for seq in seqs:
             s = seq - first
             if seq in stored:
-                m = self._member_from_row(stored[seq])
-            else:
-                attempt = self._attempt(slots[s], example, base_params, s, started)
-                if slots[0].call_answer is not None:
-                    extra = ({"answer": slots[0].call_answer} if seq == carrier
-                             else {"answer_in": carrier})
-                    attempt = replace(attempt, params={**(attempt.params or {}), **extra})
-                self.store.record_attempt(self.run_id, seq, attempt, rng_state=rng_state)
-                self._stored_row(seq, {"source": attempt.source, "target": attempt.target,
-                                       "escape": attempt.escape, "count": attempt.count})
-                self.committed += 1
-                if attempt.escape is not None:
-                    self.escapes += 1
-                ev = slots[s].evaluation
-                m = (self._member_from_eval(ev, P.reasoning_from_raw(slots[s].raw), seq)
-                     if attempt.target is not None and ev is not None else None)
-            if m is not None:
-                self.known.setdefault(m.text, m)
-                self._add(i, m)
-            if seq not in stored and self.progress is not None:
-                best = self.best.score if self.best is not None else math.nan
-                self.progress(1, best=f"{best:.1f}", esc=f"{self.escapes / max(1, self.committed):.0%}")
-
-    async def _island_cycle(self, c: int, i: int, rows: dict[int, dict[str, Any]]) -> None:
-        cfg = self.config
-        I, R, n = cfg.islands, cfg.rounds, cfg.per_round
-        for k in range(R):
-            r = c * I * R + k * I + i
-            seqs = [r * n + s for s in range(n) if r * n + s < self.target]
-            if not seqs:
-                return
-            stored = {s: rows[s] for s in seqs if s in rows}
-            if len(stored) == len(seqs):
-                for seq in seqs:
-                    m = self._member_from_row(stored[seq])
-                    if m is not None:
-                        self.known.setdefault(m.text, m)
-                        self._add(i, m)
+                members.append(self._member_from_row(stored[seq]))
                 continue
-            if self.stop.is_set():
-                return
-            await self._live_round(c, k, i, r, seqs, stored)
-            if self.stop.is_set():
-                return
-
-    # -- the run -----------------------------------------------------------------
-    async def _cycles(self, rows: dict[int, dict[str, Any]]) -> None:
-        cfg = self.config
-        per_cycle = cfg.islands * cfg.rounds * cfg.per_round
-        n_cycles = -(-self.target // per_cycle)
-        for c in range(n_cycles):
-            tasks = [asyncio.ensure_future(self._island_cycle(c, i, rows)) for i in range(cfg.islands)]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                raise
-            if self.stop.is_set():
-                break
-            if (c + 1) % cfg.repopulate_every == 0:
-                self._repopulate()
-
-    def abandon(self) -> None:
-        """Stop now: rounds in flight are dropped (nothing half-done is stored) and re-run on resume."""
-        self._request_stop("interrupted")
-        self._abandoned = True
-        if self._main is not None:
-            self._main.cancel()
-
-    async def run(self) -> FitRunResult:
-        t0 = time.perf_counter()
-        cfg = self.config
-        self._sem = asyncio.Semaphore(self.concurrency)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detbal-fit")
-        loop = asyncio.get_running_loop()
-        try:
-            self.evaluator = await loop.run_in_executor(self._executor, Evaluator, self.dataset, cfg)
-            try:
-                seed_eval = await loop.run_in_executor(self._executor, self.evaluator.evaluate,
-                                                       cfg.initial_ansatz)
-            except (AnsatzError, FitFailed) as exc:
-                raise DetbalError(f"the seed ansatz {cfg.initial_ansatz!r} is unusable: {exc}") from None
-            seed_member = self._member_from_eval(seed_eval, SEED_REASONING, -1)
-            self.islands: list[list[Member]] = [[seed_member] for _ in range(cfg.islands)]
-            self.known: dict[str, Member] = {seed_member.text: seed_member}
-            self.best = seed_member
-            rows = self._load_stored()
-            for seq in sorted(rows):
-                self._stored_row(seq, rows[seq])
-            self._main = asyncio.ensure_future(self._cycles(rows))
-            try:
-                await self._main
-            except asyncio.CancelledError:
-                if not self._abandoned:
-                    raise
-        finally:
-            self._executor.shutdown(wait=True)
-        stored = sum(1 for s in self.store.stored_seqs(self.run_id) if s < self.target)
-        stopped = None if stored >= self.target else (self.stop_reason or "stopped")
-        best = self.best or seed_member
-        return FitRunResult(
-            committed=self.committed, stored=stored, target=self.target, stopped=stopped,
-            best_ansatz=best.text, best_score=best.score, elapsed_s=time.perf_counter() - t0,
-        )
+            attempt = self._attempt(slots[s], example, base_params, s, started)
+            if slots[0].call_answer is not None:
+                extra = {"answer": slots[0].call_answer} if seq == carrier else {"answer_in": carrier}
+                attempt = replace(attempt, params={**(attempt.params or {}), **extra})
+            attempts.append((seq, attempt))
+            ev = slots[s].evaluation
+            members.append(self._member_from_eval(ev, P.reasoning_from_raw(slots[s].raw), seq)
+                           if attempt.target is not None and ev is not None else None)
+        return UnitResult(tuple(attempts), rng_state, members)
 
 
 def _check_resume(store: RunStore, run_id: int, config: FitConfig) -> None:
@@ -647,26 +666,20 @@ async def run_fit(
     *,
     attempts: int | None = None,
     concurrency: int = 1,
-    progress: Callable[..., Any] | None = None,
+    progress: Progress | None = None,
     call: CallFn | None = None,
-    stop: asyncio.Event | None = None,
+    budget: Budget | None = None,
+    policy: CallPolicy | None = None,
+    stop: StopSignal | None = None,
     handle_signals: bool = False,
     dataset: Dataset | None = None,
-) -> FitRunResult:
-    """Run (or resume) the island search until ``attempts`` attempts of ``run_id`` are stored."""
-    cfg = config if isinstance(config, FitConfig) else FitConfig.from_mapping(config)
-    _check_resume(store, run_id, cfg)
-    search = FitSearch(store, run_id, backends, cfg, attempts=attempts, concurrency=concurrency,
-                       progress=progress, call=call, stop=stop, dataset=dataset)
-    loop = asyncio.get_running_loop()
+) -> AgentRunResult:
+    """Run (or resume) the island search on the stored run ``run_id`` until ``attempts``
+    attempts are stored: :func:`detbal.agents.session.drive_task` with a :class:`FitTask`
+    (no run lookup; settings that would change the schedule are refused)."""
+    from detbal.agents.session import drive_task
 
-    def on_signal(name: str) -> None:
-        if search.stop.is_set():
-            log.warning("%s again: abandoning the rounds in flight", name)
-            search.abandon()
-        else:
-            log.warning("%s: stopping after the rounds in flight (again: abandon them)", name)
-            search._request_stop("interrupted")
-
-    with signal_handlers(loop, on_signal if handle_signals else None):
-        return await search.run()
+    task = FitTask(config, data=dataset)
+    return await drive_task(store, run_id, task, list(backends), attempts=attempts,
+                            concurrency=concurrency, budget=budget, policy=policy, progress=progress,
+                            call=call, stop=stop, handle_signals=handle_signals)

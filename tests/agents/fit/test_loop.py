@@ -61,14 +61,14 @@ def test_every_attempt_is_a_transition_or_a_categorised_escape(tmp_path: Path, m
     cfg = _config(mode=mode)
     with RunStore(tmp_path / "s.db") as store:
         rid = _new_run(store, cfg)
-        ticks: list[dict[str, Any]] = []
+        ticks: list[int] = []
         res = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg,
-                   progress=lambda n=1, **pf: ticks.append(pf))
+                   progress=lambda n=1, **pf: ticks.append(n))
         rows = sorted(store.iter_attempts([rid]), key=lambda r: r["seq"])
         features = store.state_features()
         canonical = store.state_canonical()
     assert res.stopped is None and res.committed == res.stored == res.target == 36
-    assert len(ticks) == 36
+    assert ticks == [3] * 12  # one tick per round, after its three attempts are committed
     assert [r["seq"] for r in rows] == list(range(36))
     seen_escapes = set()
     produced = {cfg.initial_ansatz: -1}
@@ -180,16 +180,14 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
             _run(store, rid, [ScriptedBackendForBookkeeping()], _config(islands=4))
 
 
-def test_repopulation_reseeds_the_worst_islands_from_the_best(tmp_path: Path) -> None:
-    from detbal.agents.fit.loop import FitSearch, Member
+def test_repopulation_reseeds_the_worst_islands_from_the_best() -> None:
+    from detbal.agents.fit.loop import Member, repopulated
 
-    cfg = _config(islands=4, repopulate_fraction=0.5)
-    with RunStore(tmp_path / "s.db") as store:
-        search = FitSearch(store, _new_run(store, cfg), [ScriptedBackendForBookkeeping()], cfg)
-        scores = [30.0, 55.0, 10.0, 20.0]
-        search.islands = [[Member(f"s{i}", sc, 1.0, (), "", i)] for i, sc in enumerate(scores)]
-        search._repopulate()
-        assert [pop[0].text for pop in search.islands] == ["s0", "s1", "s1", "s1"]
+    scores = [30.0, 55.0, 10.0, 20.0]
+    islands = [[Member(f"s{i}", sc, 1.0, (), "", i)] for i, sc in enumerate(scores)]
+    assert [pop[0].text for pop in repopulated(islands, 0.5)] == ["s0", "s1", "s1", "s1"]
+    assert [pop[0].text for pop in repopulated(islands, 0.25)] == ["s0", "s1", "s1", "s3"]
+    assert [pop[0].text for pop in repopulated(islands, 0.0)] == ["s0", "s1", "s2", "s3"]
 
 
 def test_cli_options_and_config() -> None:
@@ -240,6 +238,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     with RunStore(db) as store:
         before = store.stored_seqs(1)
         assert 10 <= len(before) < 36
+        assert {s - s % 3 + k for s in before for k in range(3)} == before  # whole rounds only
         res = _run(store, 1, [ScriptedBackendForBookkeeping()], cfg)
         assert res.stored == 36 and res.committed == 36 - len(before)
         got = table(store, 1)
