@@ -8,12 +8,14 @@ Two studies run on the embedded SmolLM2-135M model (llama.cpp, no network, no ke
 2. **fit**: the symbolic-fitting agent on Nikuradse's data, exactly as
    ``detbal run fit --backend local`` runs it.
 
-Each study's store is analysed (:func:`detbal.analysis.pipeline.analyze`: kernel,
+Each study's store is analysed (:func:`detbal.analysis.pipeline.run_analysis`: kernel,
 detailed-balance tests, least-action potential); for the fitting study the
 49-parameter family and DEAP genetic programming are fitted to its transitions and
 compared with the numeric potential (:func:`detbal.evo.discover.discover_run`).  A
-``README.md`` in the output folder tells a newcomer what each study found, and
-``demo-config.json`` holds the resolved settings.
+``README.md`` in the output folder tells a newcomer what each study found (written from
+the typed results, :class:`~detbal.analysis.result.AnalysisResult` and
+:class:`~detbal.evo.discover.DiscoveryResult`), and ``demo-config.json`` holds the
+resolved settings.
 
 The agents are run through the command line's own ``run words|fit`` path (so every
 default of the local backend, e.g. constrained decoding, applies unchanged):
@@ -31,17 +33,21 @@ Layout of the output folder::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detbal.errors import DetbalError
+
+if TYPE_CHECKING:
+    from detbal.analysis.result import AnalysisResult
+    from detbal.evo.discover import DiscoveryResult
 
 RunCommand = Callable[[Sequence[str]], int]
 """``run_command(argv)`` runs ``detbal <argv>`` and returns its exit status."""
@@ -130,7 +136,12 @@ class DemoConfig:
 
 @dataclass
 class StudyResult:
-    """What one study produced: store totals, the analysis summary, explicit potentials."""
+    """What one study produced: store totals, the analysis, explicit potentials (by engine).
+
+    ``analysis_result`` and ``discoveries`` are the typed results the README is written
+    from; ``analysis`` and ``explicit`` give their summaries as dicts (what the command
+    prints from, until it reads the typed results).
+    """
 
     name: str
     store: Path
@@ -139,10 +150,20 @@ class StudyResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
-    analysis: dict[str, Any] | None = None
+    analysis_result: AnalysisResult | None = None
     analysis_error: str | None = None
-    explicit: dict[str, dict[str, Any]] = field(default_factory=dict)
+    discoveries: dict[str, DiscoveryResult] = field(default_factory=dict)
     explicit_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def analysis(self) -> dict[str, Any] | None:
+        """The analysis summary (:meth:`AnalysisResult.to_dict`), None without an analysis."""
+        return None if self.analysis_result is None else self.analysis_result.to_dict()
+
+    @property
+    def explicit(self) -> dict[str, dict[str, Any]]:
+        """Each engine's summary (:meth:`DiscoveryResult.to_dict`)."""
+        return {engine: res.to_dict() for engine, res in self.discoveries.items()}
 
 
 @dataclass
@@ -188,7 +209,7 @@ def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> 
         study.runs = _runs(study.store)
         note(f"demo [{i}/2] analysing {study.store}")
         t1 = time.perf_counter()
-        study.analysis, study.analysis_error = _analyze(study.store, out / f"{name}-analysis", config,
+        study.analysis_result, study.analysis_error = _analyze(study.store, out / f"{name}-analysis", config,
                                                         ui, triplet_min_count=TRIPLET_CUT[name])
         study.timings["analysis"] = time.perf_counter() - t1
         if name == "fit":
@@ -196,7 +217,7 @@ def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> 
                 note(f"demo [{i}/2] explicit potential: {engine}")
                 t1 = time.perf_counter()
                 try:
-                    study.explicit[engine] = _discover(study.store, out / f"fit-{engine}", engine, config, ui)
+                    study.discoveries[engine] = _discover(study.store, out / f"fit-{engine}", engine, config, ui)
                 except DetbalError as exc:
                     study.explicit_errors[engine] = str(exc)
                 study.timings[engine] = time.perf_counter() - t1
@@ -213,7 +234,7 @@ def run_demo(config: DemoConfig, run_command: RunCommand, *, ui: Any = None) -> 
 
 def _demo_summary(studies: dict[str, StudyResult], seconds: float, stopped: str | None) -> dict[str, Any]:
     """The headline numbers of both studies (``demo-summary.json``)."""
-    from detbal.analysis.pipeline import json_safe
+    from detbal.io import json_safe
 
     out: dict[str, Any] = {"seconds": seconds, "stopped": stopped, "studies": {}}
     for name, st in studies.items():
@@ -224,11 +245,11 @@ def _demo_summary(studies: dict[str, StudyResult], seconds: float, stopped: str 
             "verdict": a.get("verdict"), "analysis_error": st.analysis_error,
             "data": a.get("data"), "potential": a.get("potential"),
         }
-        for engine, e in st.explicit.items():
-            c = e.get("comparison") or {}
-            entry[engine] = {"best": (e.get("best") or {}).get("sympy"), "action": c.get("action"),
-                             "pearson": c.get("pearson"), "spearman": c.get("spearman"),
-                             "compared": c.get("compared"), "direction": c.get("direction")}
+        for engine, e in st.discoveries.items():
+            c = e.compare()
+            entry[engine] = {"best": e.best.sympy, "action": c.metrics.get("action"),
+                             "pearson": c.pearson, "spearman": c.spearman,
+                             "compared": c.compared, "direction": c.metrics.get("direction")}
         entry["explicit_errors"] = st.explicit_errors
         out["studies"][name] = entry
     return json_safe(out)
@@ -251,17 +272,17 @@ def _runs(store: Path) -> list[dict[str, Any]]:
 
 
 def _analyze(store: Path, out: Path, config: DemoConfig, ui: Any, *,
-             triplet_min_count: float) -> tuple[dict[str, Any] | None, str | None]:
-    from detbal.analysis.pipeline import analyze
+             triplet_min_count: float) -> tuple[AnalysisResult | None, str | None]:
+    from detbal.analysis.pipeline import run_analysis
 
     try:
-        return analyze(store, out, bootstrap=config.bootstrap, test_simulations=config.test_simulations,
-                       triplet_min_count=triplet_min_count, seed=config.seed, ui=ui), None
+        return run_analysis(store, out, bootstrap=config.bootstrap, test_simulations=config.test_simulations,
+                            triplet_min_count=triplet_min_count, seed=config.seed, ui=ui), None
     except DetbalError as exc:
         return None, str(exc)
 
 
-def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) -> dict[str, Any]:
+def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) -> DiscoveryResult:
     from detbal.evo.discover import discover_run
 
     settings = ({"population": config.gp_population, "generations": config.gp_generations}
@@ -274,25 +295,26 @@ def _discover(store: Path, out: Path, engine: str, config: DemoConfig, ui: Any) 
 
 
 def _f(x: Any, fmt: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return format(x, fmt) if isinstance(x, (int, float)) else str(x)
+    """A number for the README (numpy scalars as Python ones); None, NaN and inf read n/a."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return format(int(x), fmt)
+    if isinstance(x, numbers.Real):
+        return format(float(x), fmt) if math.isfinite(x) else "n/a"
+    return "n/a" if x is None else str(x)
 
 
-def _extremes(potential_csv: Path, n: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+def _extremes(res: AnalysisResult, n: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """The n lowest and n highest states with a measured V (flagged states left out)."""
-    if not potential_csv.exists():
-        return [], []
-    with potential_csv.open(newline="", encoding="utf-8") as fh:
-        rows = [(r["state"], float(r["V"])) for r in csv.DictReader(fh)
-                if not r.get("flag") and r.get("V") not in (None, "")]
+    fit = res.potential
+    rows = [(state, float(v)) for state, v, flag in zip(res.states, fit.V, fit.flags)
+            if not flag and math.isfinite(v)]
     rows.sort(key=lambda r: r[1])
     return rows[:n], rows[::-1][:n]
 
 
-def _figure_links(folder: str, figures: dict[str, str] | None, wanted: Sequence[tuple[str, str]]) -> list[str]:
-    figures = figures or {}
-    return [f"![{label}]({folder}/{figures[key]})" for key, label in wanted if key in figures]
+def _figure_links(root: Path, folder: str, files: Sequence[tuple[str, str]]) -> list[str]:
+    """Links to those of ``files`` (name, label) that exist in ``root / folder``."""
+    return [f"![{label}]({folder}/{name})" for name, label in files if (root / folder / name).is_file()]
 
 
 def _totals(study: StudyResult) -> list[str]:
@@ -322,31 +344,29 @@ def _short(v: Any) -> str:
 
 
 def _analysis_lines(study: StudyResult, folder: str) -> list[str]:
-    s = study.analysis
-    if s is None:
+    res = study.analysis_result
+    if res is None:
         return [f"No analysis yet: {study.analysis_error or 'no data'}.  More attempts give the"
                 " kernel states that are used as a source more than once (run the demo again with"
                 " a larger attempt count: it continues the store)."]
-    data, pot = s.get("data", {}), s.get("potential", {})
-    db = s.get("detailed_balance", {})
-    g, t = db.get("global", {}), db.get("triplet_paper", {})
-    pair = s.get("pair_test", {})
-    low, high = _extremes(Path(study.store).parent / folder / "potential.csv")
+    k, c = res.kernel, res.kernel.counts
+    g, t, pair, pot = res.global_test, res.triplet_test, res.pair_test, res.potential_summary
+    low, high = _extremes(res)
     lines = [
-        f"**Verdict: {s.get('verdict', 'n/a')}.**",
+        f"**Verdict: {res.verdict}.**",
         "",
-        f"- kernel: {data.get('states')} states, {data.get('edges')} observed transitions"
-        f" ({data.get('kept_edges')} kept), {data.get('sources')} states used as a source more than once,"
-        f" escape or self-loop fraction {_f(data.get('escape_fraction'), '.0%')}",
-        f"- global cycle test: {g.get('n_pairs', 'n/a')} pairs seen both ways, df {g.get('df', 'n/a')},"
-        f" chi2/df {_f(g.get('chi2_per_df'))}, p = {_f(g.get('p_value'))}",
-        f"- the paper's 3-cycle test: {t.get('n_triplets', 'n/a')} triplets,"
-        f" chi2/ndf {_f(t.get('chi2_per_ndf'))}",
-        f"- pair test: {pair.get('n_pairs', 'n/a')} pairs, log-ratio vs potential difference"
-        f" Pearson r = {_f(pair.get('pearson_r'))}",
-        f"- potential: least action S = {_f(pot.get('action'), '.4g')} (K(0) = {_f(pot.get('K0'))}),"
-        f" width sigma(beta V) = {_f(pot.get('sigma_beta_V'))} over {pot.get('identifiable_states', 'n/a')}"
-        f" identifiable states; {_f(pot.get('downhill_fraction'), '.0%')} of the frequent transitions"
+        f"- kernel: {c.n_states} states, {len(c.src)} observed transitions"
+        f" ({len(k.src)} kept), {k.n_sources} states used as a source more than once,"
+        f" escape or self-loop fraction {_f(res.escape_fraction, '.0%')}",
+        f"- global cycle test: {g.n_pairs} pairs seen both ways, df {g.df},"
+        f" chi2/df {_f(g.chi2_per_df)}, p = {_f(g.p_value)}",
+        f"- the paper's 3-cycle test: {t.n_triplets} triplets,"
+        f" chi2/ndf {_f(t.chi2_per_ndf)}",
+        f"- pair test: {pair.n_pairs} pairs, log-ratio vs potential difference"
+        f" Pearson r = {_f(pair.pearson_r)}",
+        f"- potential: least action S = {_f(pot.action, '.4g')} (K(0) = {_f(pot.k0)}),"
+        f" width sigma(beta V) = {_f(pot.sigma_beta_v)} over {pot.n_identifiable}"
+        f" identifiable states; {_f(pot.downhill_fraction, '.0%')} of the frequent transitions"
         " go downhill",
     ]
     if low:
@@ -354,9 +374,10 @@ def _analysis_lines(study: StudyResult, folder: str) -> list[str]:
                      + ", ".join(f"`{st}` ({v:+.2f})" for st, v in low))
         lines.append("- highest beta V (where it leaves quickly): "
                      + ", ".join(f"`{st}` ({v:+.2f})" for st, v in high))
-    figs = _figure_links(folder, s.get("figures"), (("pairs", "log-ratio vs potential difference"),
-                                                    ("histogram", "histogram of beta V"),
-                                                    ("diagram", "transition diagram")))
+    figs = _figure_links(Path(study.store).parent, folder,
+                         (("pairs.png", "log-ratio vs potential difference"),
+                          ("potential_histogram.png", "histogram of beta V"),
+                          ("diagram.png", "transition diagram")))
     if figs:
         lines += ["", *figs]
     lines += ["", f"Full report: [{folder}/report.md]({folder}/report.md); V per state:"
@@ -366,41 +387,40 @@ def _analysis_lines(study: StudyResult, folder: str) -> list[str]:
 
 def _explicit_lines(study: StudyResult) -> list[str]:
     lines: list[str] = []
+    root = Path(study.store).parent
     for engine, title in (("gp", "DEAP genetic programming"), ("family49", "the paper's 49-parameter family")):
-        s = study.explicit.get(engine)
+        res = study.discoveries.get(engine)
         folder = f"fit-{engine}"
-        if s is None:
+        if res is None:
             err = study.explicit_errors.get(engine)
             if err:
                 lines += [f"- {title}: not fitted ({err})."]
             continue
-        c = s.get("comparison", {})
-        act = c.get("action", {})
-        numeric = (f" against the numeric minimum {_f(act.get('numeric'), '.4g')}" if c.get("compared")
-                   else "")
+        c = res.compare()
+        numeric = (f" against the numeric minimum {_f(res.numeric_action, '.4g')}" if c.compared else "")
+        details = res.details
         if engine == "gp":
-            best = s.get("best", {})
-            gp = s.get("gp", {})
-            lines += [f"- {title} ({gp.get('evaluations')} formulas evaluated in {_f(gp.get('seconds'), '.0f')} s):"
-                      f" best formula `V = {best.get('sympy')}` (complexity {best.get('complexity')}),"
-                      f" action S = {_f(best.get('action'), '.4g')}{numeric}"]
+            best = res.best
+            lines += [f"- {title} ({details.get('evaluations')} formulas evaluated in"
+                      f" {_f(details.get('seconds'), '.0f')} s):"
+                      f" best formula `V = {best.sympy}` (complexity {best.complexity}),"
+                      f" action S = {_f(best.action, '.4g')}{numeric}"]
         else:
-            fam = s.get("family49", {})
-            lines += [f"- {title} ({fam.get('n_evals')} action evaluations, {fam.get('method')}):"
-                      f" S = {_f(fam.get('action'), '.4g')} tuned, {_f(fam.get('action_default'), '.4g')}"
+            lines += [f"- {title} ({details.get('n_evals')} action evaluations, {details.get('method')}):"
+                      f" S = {_f(details.get('action'), '.4g')} tuned, {_f(details.get('action_default'), '.4g')}"
                       f" with the published parameters{numeric}"]
-        expl = (c.get("direction") or {}).get("explicit") or {}
-        if c.get("compared"):
-            lines += [f"  - against the numeric potential over {c.get('compared')} states: Pearson r ="
-                      f" {_f(c.get('pearson'))}, Spearman rho = {_f(c.get('spearman'))}, same direction on"
-                      f" {_f((c.get('direction') or {}).get('agreement'), '.0%')} of the frequent transitions"]
+        expl = (c.metrics.get("direction") or {}).get("explicit") or {}
+        if c.compared:
+            lines += [f"  - against the numeric potential over {c.compared} states: Pearson r ="
+                      f" {_f(c.pearson)}, Spearman rho = {_f(c.spearman)}, same direction on"
+                      f" {_f(c.direction_agreement, '.0%')} of the frequent transitions"]
         else:
             lines += ["  - no state has an identifiable numeric potential yet (no cycle among the"
                       " transitions), so there is nothing to correlate with"]
         lines += [f"  - of the {expl.get('n', 'n/a')} frequent transitions (T > {expl.get('threshold', 0.05)}),"
                   f" {_f(expl.get('frac_down'), '.0%')} go downhill and {_f(expl.get('frac_up'), '.0%')}"
                   " uphill on this potential (the paper: 70% down, 26% up)"]
-        figs = _figure_links(folder, {f: f for f in s.get("files", [])},
+        figs = _figure_links(root, folder,
                              (("compare.png", "explicit vs numeric V"), ("pareto.png", "Pareto front"),
                               ("subgraph.png", "frequent states on the explicit potential")))
         if figs:
@@ -415,11 +435,10 @@ def _explicit_lines(study: StudyResult) -> list[str]:
 def _best_engine(study: StudyResult) -> str | None:
     """The explicit potential that tracks the numeric one best (Spearman rho)."""
     scored = []
-    for engine, s in study.explicit.items():
-        rho = (s.get("comparison") or {}).get("spearman")
-        if rho is not None and math.isfinite(rho):
-            label = (f"`V = {s['best']['sympy']}` (GP)" if engine == "gp" and s.get("best")
-                     else "the tuned 49-parameter family")
+    for engine, res in study.discoveries.items():
+        rho = res.compare().spearman
+        if math.isfinite(rho):
+            label = f"`V = {res.best.sympy}` (GP)" if engine == "gp" else "the tuned 49-parameter family"
             scored.append((rho, label + f", Spearman rho = {rho:.3f}"))
     return max(scored)[1] if scored else None
 

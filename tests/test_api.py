@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import random
 import subprocess
 import sys
@@ -216,3 +217,41 @@ def test_penalty_is_the_name_of_the_actions_K(claude_counts) -> None:
     res = detbal.analyze(kernel, penalty="softplus", bootstrap=0, test_simulations=0)
     assert res.potential.penalty == "softplus" and res.to_dict()["settings"]["kernel"] == "softplus"
     np.testing.assert_allclose(res.potential.V, new.V)
+
+
+@pytest.mark.parametrize("penalty", ["exp", "softplus"])
+def test_claude4_paper_numbers_for_both_penalties(claude_counts, penalty: str) -> None:
+    """METHOD.md's worked check through the API, with either K: beta V(PERSONAL) = log(3879/66),
+    beta V(PROBLEMS) = log(3558/20) with V(ATTITUDE) = 0, TURKEY and BUZZY beyond the measurable
+    range; the minimal action is the two pairs' closed-form minima over the five sources; no
+    cycle, so no chi^2 of the cycle tests, and the pair test's chi^2/ndf is zero (exact fit)."""
+    kernel = detbal.estimate_kernel(claude_counts, n0="uniform", total_attempts=20000)
+    res = detbal.analyze(kernel, penalty=penalty, gauge="ATTITUDE", seed=0, bootstrap=0, test_simulations=0)
+    v = res.potential.value
+    assert v("ATTITUDE") == 0.0
+    assert v("PERSONAL") == pytest.approx(math.log(3879 / 66), abs=1e-6)
+    assert v("PROBLEMS") == pytest.approx(math.log(3558 / 20), abs=1e-6)
+    ordered = sorted((s for s in res.states if np.isfinite(v(s))), key=v)
+    assert ordered == ["ATTITUDE", "PERSONAL", "PROBLEMS"]
+    flags = dict(zip(res.states, res.potential.flags))
+    assert flags["TURKEY"] == "one_sided" and flags["BUZZY"] == "never_entered"  # left, never or barely entered
+    # S = sum over the two pairs of min_x [T_fg K(x) + T_gf K(-x)] / 5 sources
+    t = {(3879, 66), (3558, 20)}
+    if penalty == "exp":  # K(x) = exp(-x/2): the minimum is 2 sqrt(T_fg T_gf)
+        pair_min = [2 * math.sqrt(a * b) / 4000 for a, b in t]
+        k0 = 1.0
+    else:  # K(x) = log(1 + exp(-x)): a log(1 + b/a) + b log(1 + a/b)
+        pair_min = [(a * math.log1p(b / a) + b * math.log1p(a / b)) / 4000 for a, b in t]
+        k0 = math.log(2)
+    assert kernel.n_sources == 5
+    assert res.potential.action == pytest.approx(sum(pair_min) / 5, rel=1e-6)
+    ps = res.potential_summary
+    assert ps.k0 == pytest.approx(k0) and ps.downhill_fraction == 1.0 and ps.n_identifiable == 3
+    sigma = float(np.std([0.0, math.log(3879 / 66), math.log(3558 / 20)]))
+    assert ps.sigma_beta_v == pytest.approx(sigma, rel=1e-6)
+    assert ps.expected_action == pytest.approx(k0 / (math.sqrt(math.pi) * sigma), rel=1e-6)
+    # chi^2 figures: two pairs seen both ways and no cycle among them
+    assert (res.global_test.n_pairs, res.global_test.df) == (2, 0) and math.isnan(res.global_test.p_value)
+    assert res.triplet_test.n_triplets == 0 and math.isnan(res.triplet_test.chi2_per_ndf)
+    assert res.pair_test.n_pairs == 2 and res.pair_test.chi2_per_ndf == pytest.approx(0.0, abs=1e-9)
+    assert res.verdict.startswith("untestable")

@@ -8,6 +8,7 @@ of the stores and summaries; a second invocation continues the stores.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,16 @@ def test_explicit_potential_of_a_study_without_cycles(tmp_path) -> None:
     store = _tree_store(tmp_path / "tree.sqlite")
     with pytest.raises(DetbalError, match="no state has an identifiable potential"):
         discover_run(store, tmp_path / "strict", engine="family49", kind="ansatz", max_evals=20)
-    s = discover_run(store, tmp_path / "gp", engine="gp", kind="ansatz", population=20, generations=3,
-                 targets="all", require_identifiable=False, seed=1)
-    assert s["kernel"]["identifiable"] == 0 and s["kernel"]["edges"] == 9  # every edge out of a source
-    c = s["comparison"]
-    assert c["compared"] == 0 and c["pearson"] is None
-    assert c["direction"]["explicit"]["frac_down"] == 1.0  # score rises along every edge: all downhill
+    res = discover_run(store, tmp_path / "gp", engine="gp", kind="ansatz", population=20, generations=3,
+                       targets="all", require_identifiable=False, seed=1)
+    assert not res.study.fit.identifiable.any() and len(res.kernel.src) == 9  # every edge out of a source
+    c = res.compare()
+    assert c.compared == 0 and math.isnan(c.pearson)
+    assert c.metrics["direction"]["explicit"]["frac_down"] == 1.0  # score rises along every edge: all downhill
     assert (tmp_path / "gp" / "formulas.csv").exists()
+    written = json.loads((tmp_path / "gp" / "summary.json").read_text())
+    assert written["kernel"]["identifiable"] == 0 and written["comparison"]["pearson"] is None
+    assert written["best"]["sympy"] == res.best.sympy
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,8 @@ def discover(args: argparse.Namespace, ui: Any) -> int:
         engine = make_engine(args.engine, **_engine_settings(args))
     except ValueError as exc:
         raise DetbalError(str(exc)) from None
-    summary = discover_run(args.run, out, engine=engine, ui=ui, **_common_kwargs(args))
-    _report(ui, summary, out)
+    res = discover_run(args.run, out, engine=engine, ui=ui, **_common_kwargs(args))
+    _report(ui, res.study, res.compare(), out, best=res.best, excess=res.excess)
     return 0
 
 
@@ -157,26 +158,26 @@ def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _report(ui: Any, summary: dict[str, Any], out: Path) -> None:
-    k = summary["kernel"]
-    ui.echo(f"{k['states']} states, {k['edges']} edges; numeric action S = {k['numeric_action']:.4g}")
-    best = summary.get("best")
-    if best:
-        ui.echo(f"best formula (complexity {best['complexity']}): S = {best['action']:.4g}"
-                f" ({100 * (best.get('excess') or 0):+.1f}% vs numeric)")
-        ui.echo(f"  V = {best['sympy']}")
-    c = summary["comparison"]
-    ui.echo(f"Pearson r = {_s(c.get('pearson'))}, Spearman rho = {_s(c.get('spearman'))},"
-            f" direction agreement = {_s((c.get('direction') or {}).get('agreement'))}")
-    h = c.get("heldout")
+def _report(ui: Any, study: Any, cmp: Any, out: Path, *, best: Any = None, excess: float = math.nan) -> None:
+    """What ``discover`` and ``compare`` print: the study, the best formula (discover only) and
+    the comparison with the numeric potential."""
+    k = study.kernel
+    ui.echo(f"{k.n_states} states, {len(k.src)} edges; numeric action S = {study.fit.action:.4g}")
+    if best is not None:
+        ui.echo(f"best formula (complexity {best.complexity}): S = {best.action:.4g}"
+                f" ({100 * (excess if math.isfinite(excess) else 0):+.1f}% vs numeric)")
+        ui.echo(f"  V = {best.sympy}")
+    ui.echo(f"Pearson r = {_s(cmp.pearson)}, Spearman rho = {_s(cmp.spearman)},"
+            f" direction agreement = {_s(cmp.direction_agreement)}")
+    h = cmp.heldout
     if h:
-        ui.echo(f"held-out log-likelihood per transition: numeric {_s(h.get('numeric'))},"
-                f" explicit {_s(h.get('explicit'))}, V=0 {_s(h.get('zero'))}")
+        ui.echo(f"held-out log-likelihood per transition: numeric {_s(h['numeric'])},"
+                f" explicit {_s(h['explicit'])}, V=0 {_s(h['zero'])}")
     ui.echo(f"wrote {out}")
 
 
-def _s(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _s(x: float) -> str:
+    return f"{x:.3f}" if math.isfinite(x) else "n/a"
 
 
 # -- compare -------------------------------------------------------------------------
@@ -186,6 +187,6 @@ def compare(args: argparse.Namespace, ui: Any) -> int:
 
     _check(args)
     out = Path(args.out)
-    summary = run_compare(args.run, out, args.potential, ui=ui, **_common_kwargs(args))
-    _report(ui, summary, out)
+    res = run_compare(args.run, out, args.potential, ui=ui, **_common_kwargs(args))
+    _report(ui, res.study, res.comparison, out)
     return 0

@@ -79,6 +79,39 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"potential": self.name, **self.metrics}
 
+    @property
+    def compared(self) -> int:
+        """States where both potentials are defined (the correlations' sample)."""
+        return int(self.metrics.get("compared", 0))
+
+    @property
+    def pearson(self) -> float:
+        """Pearson r of V_E and V_N over the compared states (NaN with fewer than 3)."""
+        return _metric(self.metrics.get("pearson"))
+
+    @property
+    def spearman(self) -> float:
+        """Spearman rho of V_E and V_N over the compared states (NaN with fewer than 3)."""
+        return _metric(self.metrics.get("spearman"))
+
+    @property
+    def direction_agreement(self) -> float:
+        """Fraction of the frequent transitions both potentials send the same way."""
+        return _metric((self.metrics.get("direction") or {}).get("agreement"))
+
+    @property
+    def heldout(self) -> dict[str, float] | None:
+        """Held-out log-likelihood per transition: ``numeric``, ``explicit``, ``zero`` (V = 0)
+        and ``explicit_scale`` (NaN where undefined); None when ``holdout=0``."""
+        h = self.metrics.get("heldout")
+        if h is None:
+            return None
+        return {k: _metric(h.get(k)) for k in ("numeric", "explicit", "zero", "explicit_scale")}
+
+
+def _metric(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
 
 # -- resolving the explicit potential ------------------------------------------------
 def feature_rows(F: Any, states: Sequence[str]) -> np.ndarray:
@@ -227,20 +260,20 @@ def _fitted_edges(kernel: Kernel, fit: PotentialFit) -> np.ndarray:
     return (kernel.T > 0) & (c[kernel.src] >= 0) & (c[kernel.src] == c[kernel.dst])
 
 
-def scale_for_action(V: np.ndarray, kernel: Kernel, mask: np.ndarray, *, kernel_name: str,
+def scale_for_action(V: np.ndarray, kernel: Kernel, mask: np.ndarray, *, penalty: str,
                      beta: float) -> tuple[float, float]:
     """``(S, a)`` of a V at its best scale on the edges in ``mask`` (finite ends only)."""
     from detbal.evo.gp import best_scale
 
     m = mask & np.isfinite(V[kernel.src]) & np.isfinite(V[kernel.dst])
     u = np.nan_to_num(V)
-    return best_scale(u, kernel.src[m], kernel.dst[m], kernel.T[m], kernel=kernel_name, beta=beta,
+    return best_scale(u, kernel.src[m], kernel.dst[m], kernel.T[m], penalty=penalty, beta=beta,
                       normalisation=max(kernel.n_sources, 1))
 
 
-def _action(V: np.ndarray, kernel: Kernel, mask: np.ndarray, kernel_name: str, beta: float) -> float:
+def _action(V: np.ndarray, kernel: Kernel, mask: np.ndarray, penalty: str, beta: float) -> float:
     m = mask & np.isfinite(V[kernel.src]) & np.isfinite(V[kernel.dst])
-    return action_numpy(np.nan_to_num(V), kernel.src[m], kernel.dst[m], kernel.T[m], kernel=kernel_name,
+    return action_numpy(np.nan_to_num(V), kernel.src[m], kernel.dst[m], kernel.T[m], kernel=penalty,
                         beta=beta, normalisation=max(kernel.n_sources, 1))
 
 
@@ -333,14 +366,14 @@ def _best_logit_scale(d: np.ndarray, offset: np.ndarray, nfg: np.ndarray, ngf: n
 
 
 def heldout_loglik(kernel: Kernel, VE: np.ndarray, *, fraction: float = 0.2, seed: int = 0,
-                   kernel_name: str = "exp", beta: float = 1.0) -> dict[str, Any]:
+                   penalty: str = "exp", beta: float = 1.0) -> dict[str, Any]:
     """Mean held-out log-likelihood per transition of V_N (refitted) and V_E (see module doc)."""
     counts = kernel.counts
     train, held_edge, held_att = heldout_split(counts, fraction, seed)
     tk = estimate_kernel(train, kernel.mode, min_source_count=kernel.min_source_count)
     if len(tk.src) == 0:
         raise DetbalError("no transitions left for training after holding out attempts")
-    tfit = LeastActionPotential(penalty=kernel_name, beta=beta).fit(tk)
+    tfit = LeastActionPotential(penalty=penalty, beta=beta).fit(tk)
     VN = tfit.V
     n = counts.n_states
     e_fg, e_gf = reverse_pairs(tk.src, tk.dst, n)
@@ -381,7 +414,7 @@ def compare_potentials(
     *,
     features: Any = None,
     fit: PotentialFit | None = None,
-    kernel_name: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     threshold: float = DIRECTION_THRESHOLD,
     holdout: float = 0.2,
@@ -395,7 +428,7 @@ def compare_potentials(
     """
     pot = resolve_potential(explicit, kernel.states, features, params)
     if fit is None:
-        fit = LeastActionPotential(penalty=kernel_name, beta=beta).fit(kernel)
+        fit = LeastActionPotential(penalty=penalty, beta=beta).fit(kernel)
     VE = pot.V
     VN = fit.V
     ident = fit.identifiable & np.isfinite(VE)
@@ -418,14 +451,14 @@ def compare_potentials(
         log.warning("fewer than 3 comparable states or a constant potential: no correlations")
     fitted = _fitted_edges(kernel, fit)
     allm = kernel.T > 0
-    S_scaled, a_best = scale_for_action(VE, kernel, fitted, kernel_name=kernel_name, beta=beta)
-    S_all, _ = scale_for_action(VE, kernel, allm, kernel_name=kernel_name, beta=beta)
+    S_scaled, a_best = scale_for_action(VE, kernel, fitted, penalty=penalty, beta=beta)
+    S_all, _ = scale_for_action(VE, kernel, allm, penalty=penalty, beta=beta)
     m["action"] = {
         "numeric": float(fit.action),
-        "explicit": _action(VE, kernel, fitted, kernel_name, beta),
+        "explicit": _action(VE, kernel, fitted, penalty, beta),
         "explicit_scaled": S_scaled,
         "explicit_scale": a_best,
-        "explicit_all_edges": _action(VE, kernel, allm, kernel_name, beta),
+        "explicit_all_edges": _action(VE, kernel, allm, penalty, beta),
         "explicit_scaled_all_edges": S_all,
         "excess": S_scaled / fit.action - 1.0 if fit.action > 0 else math.nan,
         "k0": fit.k0,
@@ -433,7 +466,7 @@ def compare_potentials(
     m["direction"] = _directions(VN, VE, kernel, threshold)
     if holdout > 0:
         m["heldout"] = heldout_loglik(kernel, VE, fraction=holdout, seed=seed,
-                                      kernel_name=kernel_name, beta=beta)
+                                      penalty=penalty, beta=beta)
     return Comparison(name=pot.name, states=kernel.states, V_numeric=VN, stderr=fit.stderr,
                       V_explicit=VE, identifiable=ident, metrics=json_safe(m))
 

@@ -221,7 +221,7 @@ class DiscoveryResult:
         if key not in self._cache:
             self._cache[key] = compare_potentials(
                 self.kernel, self.best, features=self.study.features, fit=fit,
-                kernel_name=self.settings.get("penalty", "exp"), beta=self.settings.get("beta", 1.0),
+                penalty=self.settings.get("penalty", "exp"), beta=self.settings.get("beta", 1.0),
                 holdout=holdout, seed=seed)
         return self._cache[key]
 
@@ -310,9 +310,10 @@ def discover_run(
     require_identifiable: bool = True,
     ui: ProgressUI | None = None,
     **settings: Any,
-) -> dict[str, Any]:
+) -> DiscoveryResult:
     """:func:`load_study` of ``run``, :func:`discover` with ``engine`` and ``settings``, then
-    :meth:`DiscoveryResult.save` into ``out``; returns the summary (also ``out/summary.json``)."""
+    :meth:`DiscoveryResult.save` into ``out``; returns the result (its ``settings`` name the
+    run and the data options)."""
     _check(beta, holdout)
     eng = make_engine(engine, **settings)
     study = load_study(run, n0=n0, min_source_count=min_source_count, attempts=attempts, kind=kind,
@@ -324,7 +325,8 @@ def discover_run(
         "run": str(run), "n0": n0, "min_source_count": min_source_count, "attempts": attempts,
         "mode": mode, "kind": kind, "bootstrap": bootstrap, "targets": targets,
         "stored_features": stored_features})
-    return res.save(out, figures=figures)
+    res.save(out, figures=figures)
+    return res
 
 
 def compare(
@@ -344,12 +346,10 @@ def compare(
     seed: int = 0,
     figures: bool = True,
     ui: ProgressUI | None = None,
-) -> dict[str, Any]:
+) -> ComparisonResult:
     """``potential`` (a formula over feature names, 'family49', a state,V CSV or a formulas.csv)
-    beside the numeric potential of ``run``; writes into ``out`` and returns the summary."""
-    from detbal.evo import registry
-    from detbal.evo.pareto import Formula
-
+    beside the numeric potential of ``run``; :meth:`ComparisonResult.save` writes into ``out``;
+    returns the result."""
     _check(beta, holdout)
     settings = {"run": str(run), "n0": n0, "min_source_count": min_source_count, "attempts": attempts,
                 "penalty": penalty, "beta": beta, "mode": mode, "kind": kind, "bootstrap": bootstrap,
@@ -360,19 +360,64 @@ def compare(
     t = time.perf_counter()
     cmp = _compare(study, potential, penalty, beta, holdout, seed)
     timings["compare"] = time.perf_counter() - t
-    summary: dict[str, Any] = {"status": "ok", "settings": settings, "kernel": study.info(),
-                               "comparison": cmp.to_dict(), "timings": timings}
-    formulas: list[Any] = []
-    finfo = cmp.metrics.get("formula")
-    if finfo:
-        names = registry.symbol_names(study.features.names)
+    res = ComparisonResult(comparison=cmp, study=study, settings=settings, timings=timings)
+    res.save(out, figures=figures)
+    return res
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """One explicit potential beside a study's numeric one (what :func:`compare` found).
+
+    ``comparison`` holds the metrics (``.pearson``, ``.spearman``,
+    ``.direction_agreement``, ``.heldout``, ``.metrics``); ``formula`` is the explicit
+    potential as a table row when it is a formula (None for a ``state,V`` table).
+    """
+
+    comparison: Any
+    study: Study
+    settings: dict[str, Any]
+    timings: dict[str, float]
+
+    @property
+    def kernel(self) -> Any:
+        return self.study.kernel
+
+    @property
+    def numeric_action(self) -> float:
+        return float(self.study.fit.action)
+
+    @property
+    def formula(self) -> Any:
+        """The explicit potential as a :class:`~detbal.evo.pareto.Formula` scored by its action on
+        every edge (None when it is not a formula)."""
+        from detbal.evo import registry
+        from detbal.evo.pareto import Formula
+
+        cmp = self.comparison
+        finfo = cmp.metrics.get("formula")
+        if not finfo:
+            return None
+        names = registry.symbol_names(self.study.features.names)
         act = cmp.metrics["action"].get("explicit_all_edges")
         act = math.nan if act is None else float(act)
-        formulas.append(Formula(expr=registry.parse_formula(finfo["sympy"], names), names=names,
-                                complexity=finfo["complexity"], action=act, loss=act, engine="user",
-                                equation=str(potential)))
-    write_outputs(Path(out), study, cmp, formulas, summary, figures=figures)
-    return summary
+        return Formula(expr=registry.parse_formula(finfo["sympy"], names), names=names,
+                       complexity=finfo["complexity"], action=act, loss=act, engine="user",
+                       equation=str(self.settings.get("potential", finfo["sympy"])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary (``summary.json`` without its file list)."""
+        return {"status": "ok", "settings": dict(self.settings), "kernel": self.study.info(),
+                "comparison": self.comparison.to_dict(), "timings": dict(self.timings)}
+
+    def save(self, out: str | Path, *, figures: bool = True) -> dict[str, Any]:
+        """Write summary.json, formulas.csv (the formula's row, if any), potentials.csv and the
+        figures into ``out``; returns the summary written (with ``files``)."""
+        summary = self.to_dict()
+        formula = self.formula
+        write_outputs(Path(out), self.study, self.comparison, [] if formula is None else [formula],
+                      summary, figures=figures)
+        return summary
 
 
 def _check(beta: float, holdout: float) -> None:
@@ -386,7 +431,7 @@ def _compare(study: Study, explicit: Any, penalty: str, beta: float, holdout: fl
     from detbal.evo.compare import compare_potentials
 
     return compare_potentials(study.kernel, explicit, features=study.features, fit=study.fit,
-                              kernel_name=penalty, beta=beta, holdout=holdout, seed=seed)
+                              penalty=penalty, beta=beta, holdout=holdout, seed=seed)
 
 
 def write_outputs(out: Path, study: Study, cmp: Any, formulas: list[Any], summary: dict[str, Any], *,

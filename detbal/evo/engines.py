@@ -90,7 +90,7 @@ def scored_formula(expr: Any, X: Any, names: Sequence[str], kernel: Any, *, pena
 
     expr = registry.from_sympy(expr)
     V = registry.to_numpy(expr, names)(X)
-    S, a = scale_for_action(V, kernel, kernel.T > 0, kernel_name=penalty, beta=beta)
+    S, a = scale_for_action(V, kernel, kernel.T > 0, penalty=penalty, beta=beta)
     scaled = sympy.Float(a, 17) * expr if math.isfinite(a) and a != 0 else expr
     return Formula(expr=scaled, names=tuple(names), complexity=registry.sympy_complexity(expr),
                    action=float(S), loss=float(loss), engine=engine, equation=equation,
@@ -134,7 +134,7 @@ class GPEngine:
         backend = make_backend(self.scheduler)
         try:
             with progress_bar(ui, self.generations, "gp", "gen") as bar:
-                res = run_gp(X, names, k.src, k.dst, k.T, max(k.n_sources, 1), kernel=penalty,
+                res = run_gp(X, names, k.src, k.dst, k.T, max(k.n_sources, 1), penalty=penalty,
                              beta=beta, config=config, seed=seed, backend=backend, progress=bar)
         finally:
             backend.close()
@@ -273,7 +273,7 @@ class PySREngine:
 
         k = study.kernel
         X, names, mapping = gp_features(study.features, k)
-        found = run_pysr(X, names, study.fit, k, kernel_name=penalty, beta=beta, seed=seed,
+        found = run_pysr(X, names, study.fit, k, penalty=penalty, beta=beta, seed=seed,
                          settings=PySRSettings(niterations=max(1, self.iterations)))
         if not found:
             raise DetbalError("PySR returned no usable equation")

@@ -68,16 +68,16 @@ class ActionData:
     dst: np.ndarray
     weight: np.ndarray
     normalisation: float
-    kernel: str = "exp"
+    penalty: str = "exp"
     beta: float = 1.0
     max_scale: float = 50.0
 
     @classmethod
     def build(cls, X: np.ndarray, src: np.ndarray, dst: np.ndarray, weight: np.ndarray,
-              normalisation: float, *, kernel: str = "exp", beta: float = 1.0,
+              normalisation: float, *, penalty: str = "exp", beta: float = 1.0,
               max_scale: float = 50.0) -> ActionData:
         """Keep only the states that edges touch (renumbered), features as columns."""
-        k_zero(kernel)
+        k_zero(penalty)
         X = np.asarray(X, dtype=np.float64)
         src = np.asarray(src)
         dst = np.asarray(dst)
@@ -88,18 +88,18 @@ class ActionData:
             columns=np.ascontiguousarray(X[used].T),
             src=local[src].astype(np.int32), dst=local[dst].astype(np.int32),
             weight=np.ascontiguousarray(weight, dtype=np.float64),
-            normalisation=float(max(normalisation, 1e-300)), kernel=kernel, beta=float(beta),
+            normalisation=float(max(normalisation, 1e-300)), penalty=penalty, beta=float(beta),
             max_scale=float(max_scale),
         )
 
     @property
     def constant_action(self) -> float:
         """S of a constant potential: K(0) sum T / n_sources."""
-        return k_zero(self.kernel) * float(self.weight.sum()) / self.normalisation
+        return k_zero(self.penalty) * float(self.weight.sum()) / self.normalisation
 
 
 def best_scale(u: np.ndarray, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, *,
-               kernel: str = "exp", beta: float = 1.0, normalisation: float = 1.0,
+               penalty: str = "exp", beta: float = 1.0, normalisation: float = 1.0,
                max_scale: float = 50.0) -> tuple[float, float]:
     """``(S, a)`` with a = argmin_a S[a u] (convex in a; bracketed root of dS/da).
 
@@ -113,14 +113,14 @@ def best_scale(u: np.ndarray, src: np.ndarray, dst: np.ndarray, weight: np.ndarr
         return math.inf, math.nan
     sd = float(u.std())
     if sd <= 1e-12 * (1.0 + float(np.abs(u).max())):
-        return k_zero(kernel) * float(weight.sum()) / normalisation, 0.0
+        return k_zero(penalty) * float(weight.sum()) / normalisation, 0.0
     z = (u - u.mean()) / sd
     grad = np.empty_like(z)
     cache: dict[float, tuple[float, float]] = {}
 
     def f(b: float) -> tuple[float, float]:
         if b not in cache:
-            S, g = action_and_gradient(b * z, src, dst, weight, kernel=kernel, beta=beta,
+            S, g = action_and_gradient(b * z, src, dst, weight, kernel=penalty, beta=beta,
                                        normalisation=normalisation, grad_out=grad)
             cache[b] = (S, float(g @ z))
         return cache[b]
@@ -167,7 +167,7 @@ class Evaluator:
 
     def __call__(self, spec: Spec) -> tuple[float, float]:
         d = self.data
-        return best_scale(self.values(spec), d.src, d.dst, d.weight, kernel=d.kernel, beta=d.beta,
+        return best_scale(self.values(spec), d.src, d.dst, d.weight, penalty=d.penalty, beta=d.beta,
                           normalisation=d.normalisation, max_scale=d.max_scale)
 
 
@@ -416,7 +416,7 @@ def run_gp(
     weight: np.ndarray,
     normalisation: float,
     *,
-    kernel: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     config: GPConfig | None = None,
     seed: int = 0,
@@ -424,7 +424,8 @@ def run_gp(
     backend: MapBackend | None = None,
     progress: Progress | None = None,
 ) -> GPResult:
-    """Search for V = a * tree(X) minimising the action on edges ``src -> dst`` with weights T.
+    """Search for V = a * tree(X) minimising the action on edges ``src -> dst`` with weights T
+    (``penalty``: the action's K, ``"exp"`` or ``"softplus"``).
 
     ``X`` has one row per state (indices of ``src``/``dst``) and one column per
     feature; ``names`` must be identifiers (see :func:`registry.symbol_names`).
@@ -442,7 +443,7 @@ def run_gp(
     bad = [n for n, s in zip(names, registry.symbol_names(names)) if n != s]
     if bad:
         raise DetbalError(f"feature names must be identifiers, got {', '.join(bad[:5])}")
-    data = ActionData.build(X, src, dst, weight, normalisation, kernel=kernel, beta=beta,
+    data = ActionData.build(X, src, dst, weight, normalisation, penalty=penalty, beta=beta,
                             max_scale=config.max_scale)
     own_backend = backend is None
     backend = backend or make_backend(scheduler)

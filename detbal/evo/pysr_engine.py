@@ -162,7 +162,7 @@ def run_pysr(
     fit: Any,
     kernel: Any,
     *,
-    kernel_name: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     seed: int = 0,
     settings: PySRSettings | None = None,
@@ -193,7 +193,7 @@ def run_pysr(
     for _, rec in model.equations_.iterrows():
         try:
             expr = sympy.sympify(rec["sympy_format"])
-            out.append(scored_formula(expr, X, names, kernel, penalty=kernel_name, beta=beta,
+            out.append(scored_formula(expr, X, names, kernel, penalty=penalty, beta=beta,
                                       engine="pysr", loss=float(rec["loss"]),
                                       equation=str(rec["equation"]),
                                       meta={"pysr_complexity": int(rec["complexity"])}))

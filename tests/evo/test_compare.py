@@ -32,13 +32,19 @@ def planted():
     return pc, kernel, fit
 
 
-@pytest.mark.parametrize("kernel_name", ["exp", "softplus"])
-def test_truth_correlates_with_numeric_potential(planted, kernel_name: str) -> None:
+@pytest.mark.parametrize("penalty", ["exp", "softplus"])
+def test_truth_correlates_with_numeric_potential(planted, penalty: str) -> None:
     pc, k, _ = planted
-    fit = LeastActionPotential(kernel=kernel_name).fit(k)
-    c = compare_potentials(k, TRUTH, features=pc.features, fit=fit, kernel_name=kernel_name)
+    fit = LeastActionPotential(penalty=penalty).fit(k)
+    c = compare_potentials(k, TRUTH, features=pc.features, fit=fit, penalty=penalty)
     m = c.metrics
     assert m["pearson"] > 0.9 and m["spearman"] > 0.9
+    # the headline metrics as attributes of the frozen Comparison
+    assert (c.pearson, c.spearman, c.compared) == (m["pearson"], m["spearman"], m["compared"])
+    assert c.direction_agreement == m["direction"]["agreement"]
+    assert c.heldout is not None and c.heldout["explicit"] == m["heldout"]["explicit"]
+    with pytest.raises(TypeError):
+        compare_potentials(k, TRUTH, features=pc.features, fit=fit, kernel_name=penalty)  # pre-1.0: no old name
     assert m["compared"] == m["identifiable"] == 60
     assert m["action"]["explicit_scaled"] >= m["action"]["numeric"] - 1e-12
     assert m["action"]["excess"] < 0.05

@@ -123,11 +123,11 @@ def _run(planted, seed: int = 0, **kw):
     return run_gp(pc.features.X, NAMES, k.src, k.dst, k.T, k.n_sources, config=cfg, seed=seed, **kw)
 
 
-@pytest.mark.parametrize("kernel_name", ["exp", "softplus"])
-def test_gp_recovers_planted_formula_within_5_percent(planted, kernel_name: str) -> None:
+@pytest.mark.parametrize("penalty", ["exp", "softplus"])
+def test_gp_recovers_planted_formula_within_5_percent(planted, penalty: str) -> None:
     pc, k, _ = planted
-    fit = LeastActionPotential(kernel=kernel_name).fit(k)
-    res = _run(planted, kernel=kernel_name)
+    fit = LeastActionPotential(penalty=penalty).fit(k)
+    res = _run(planted, penalty=penalty)
     best = res.best
     assert best.action <= 1.05 * fit.action
     V = best.evaluate(pc.features.X)
@@ -135,7 +135,7 @@ def test_gp_recovers_planted_formula_within_5_percent(planted, kernel_name: str)
     # every exported formula is self-consistent: its sympy string, LaTeX and callable
     for f in res.formulas:
         assert f.latex and f.sympy
-        S, a = best_scale(f.evaluate(pc.features.X), k.src, k.dst, k.T, kernel=kernel_name,
+        S, a = best_scale(f.evaluate(pc.features.X), k.src, k.dst, k.T, penalty=penalty,
                           normalisation=k.n_sources)
         assert S == pytest.approx(f.action, rel=1e-6)
         assert a == pytest.approx(1.0, rel=1e-3)  # the scale is inside the formula
