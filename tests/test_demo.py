@@ -158,3 +158,47 @@ def test_a_study_that_cannot_run_keeps_the_other_and_says_why(tmp_path, capsys) 
     summary, _ = _run_summary(out / "words.sqlite")
     assert summary.attempts == 6 and "6 attempts" in readme  # the word study is reported
     assert (out / "fit.sqlite").read_text() == "not a database\n"  # no damage
+
+
+def test_readme_and_headline_come_from_the_typed_results(tmp_path) -> None:
+    """The README and demo-summary.json are written from AnalysisResult/DiscoveryResult objects,
+    not by reading summary.json or potential.csv back: with those files gone they are the same."""
+    from detbal import demo
+    from detbal.analysis.result import AnalysisResult
+    from detbal.evo.discover import DiscoveryResult
+    from detbal.io import import_into_store
+
+    config = demo.DemoConfig(out=str(tmp_path), bootstrap=0, test_simulations=9, gp_population=8,
+                             gp_generations=1, family49_evals=20)
+    with RunStore(config.store("words")) as store:  # the paper's Claude-4 counts as the word study
+        import_into_store(Path(__file__).parent / "data" / "claude4.csv", store)
+    _tree_store(config.store("fit"))  # ansatz states without a cycle
+    studies = {name: demo.StudyResult(name, config.store(name), ["run", name]) for name in ("words", "fit")}
+    for name, study in studies.items():
+        study.runs = demo._runs(study.store)
+        study.analysis_result, study.analysis_error = demo._analyze(
+            study.store, tmp_path / f"{name}-analysis", config, None, triplet_min_count=demo.TRIPLET_CUT[name])
+    fit = studies["fit"]
+    fit.discoveries["gp"] = demo._discover(fit.store, tmp_path / "fit-gp", "gp", config, None)
+    words = studies["words"].analysis_result
+    assert isinstance(words, AnalysisResult) and isinstance(fit.discoveries["gp"], DiscoveryResult)
+    for folder in ("words-analysis", "fit-analysis", "fit-gp"):
+        for name in ("summary.json", "potential.csv", "potentials.csv"):
+            (tmp_path / folder / name).unlink(missing_ok=True)
+    readme = demo.write_demo_readme(tmp_path, config, studies, seconds=1.0).read_text()
+    assert f"**Verdict: {words.verdict}.**" in readme and words.verdict.startswith("untestable")
+    assert "- kernel: 5 states, 7 observed transitions (7 kept), 5 states used as a source" in readme
+    assert "- global cycle test: 2 pairs seen both ways, df 0, chi2/df n/a, p = n/a" in readme
+    v = words.potential.value
+    lowest = ", ".join(f"`{s}` ({v(s):+.2f})" for s in ("ATTITUDE", "PERSONAL", "PROBLEMS"))
+    assert f"- lowest beta V (where the agent settles): {lowest}\n" in readme  # TURKEY, BUZZY flagged
+    best = fit.discoveries["gp"].best
+    assert f"best formula `V = {best.sympy}` (complexity {best.complexity})" in readme
+    assert "no state has an identifiable numeric potential yet" in readme
+    headline = demo._demo_summary(studies, 1.0, None)["studies"]
+    assert headline["words"]["verdict"] == words.verdict
+    assert headline["words"]["data"] == words.to_dict()["data"]
+    assert headline["fit"]["gp"]["best"] == best.sympy and headline["fit"]["gp"]["pearson"] is None
+    # the command's printout still gets the summaries as dicts
+    assert studies["words"].analysis["verdict"] == words.verdict
+    assert fit.explicit["gp"]["best"]["sympy"] == best.sympy
