@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     F = {m: feat.featurize(states, "ansatz", mode=m) for m in ("paper", "fixed")}
     t_feat = (time.perf_counter() - t0) / 2
     objectives = {
-        (m, k): Family49Objective(F[m], kernel, kernel_name=k) for m in F for k in ("softplus", "exp")
+        (m, k): Family49Objective(F[m], kernel, penalty=k) for m in F for k in ("softplus", "exp")
     }
     for obj in objectives.values():
         obj(d)  # compile / warm up

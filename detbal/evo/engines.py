@@ -165,7 +165,7 @@ class Family49Engine:
             raise DetbalError(f"the 49-parameter family needs ansatz states, not {F.kind} states"
                               " (kind='ansatz' forces the ansatz features)")
         with progress_bar(ui, self.max_evals, "family49", "eval") as bar:
-            res = fit_family49(F, study.kernel, method=self.method, seed=seed, kernel_name=penalty,
+            res = fit_family49(F, study.kernel, method=self.method, seed=seed, penalty=penalty,
                                beta=beta, max_evals=self.max_evals, progress=bar)
 
         def row(params: Any, action: float, label: str) -> Formula:

@@ -361,7 +361,7 @@ class Family49Objective:
         F: FeatureMatrix,
         kernel: Kernel,
         *,
-        kernel_name: str = "exp",
+        penalty: str = "exp",
         beta: float = 1.0,
     ) -> None:
         from detbal.analysis.action import action_and_gradient, k_zero
@@ -375,9 +375,9 @@ class Family49Objective:
         self.dst = np.ascontiguousarray(kernel.dst)
         self.weight = np.ascontiguousarray(kernel.T, dtype=np.float64)
         self.normalisation = float(max(kernel.n_sources, 1))
-        self.kernel_name = kernel_name
+        self.penalty = penalty
         self.beta = float(beta)
-        self.k0 = k_zero(kernel_name)
+        self.k0 = k_zero(penalty)
         self._action = action_and_gradient
         self._grad = np.empty(kernel.n_states)
         self.n_evals = 0
@@ -388,7 +388,7 @@ class Family49Objective:
 
     def action_of(self, V: np.ndarray) -> float:
         S, _ = self._action(
-            V, self.src, self.dst, self.weight, kernel=self.kernel_name, beta=self.beta,
+            V, self.src, self.dst, self.weight, kernel=self.penalty, beta=self.beta,
             normalisation=self.normalisation, grad_out=self._grad,
         )
         return S
@@ -407,7 +407,7 @@ class Family49Fit:
     action: float
     action_default: float
     k0: float
-    kernel_name: str
+    penalty: str
     beta: float
     method: str
     seed: int
@@ -432,7 +432,7 @@ class Family49Fit:
         """JSON-ready summary (no per-state arrays)."""
         return {
             "family": "family49", "tokenizer_mode": self.mode, "method": self.method,
-            "seed": self.seed, "kernel": self.kernel_name, "beta": self.beta, "k0": self.k0,
+            "seed": self.seed, "kernel": self.penalty, "beta": self.beta, "k0": self.k0,
             "action_default": self.action_default, "action": self.action,
             "n_evals": self.n_evals, "n_states": len(self.states), "n_edges": self.n_edges,
             "n_sources": self.n_sources, "direction_default": self.direction_default,
@@ -455,7 +455,7 @@ def fit_family49(
     *,
     method: Literal["cmaes", "scipy"] = "cmaes",
     seed: int | np.random.Generator = 0,
-    kernel_name: str = "exp",
+    penalty: str = "exp",
     beta: float = 1.0,
     max_evals: int = 3000,
     sigma0: float = 0.3,
@@ -476,7 +476,7 @@ def fit_family49(
     called after each generation (or every 50 evaluations for scipy).
     """
     t0 = time.perf_counter()
-    objective = Family49Objective(F, kernel, kernel_name=kernel_name, beta=beta)
+    objective = Family49Objective(F, kernel, penalty=penalty, beta=beta)
     theta0 = param_array(start)
     scale, lo, hi = _search_space(theta0)
 
@@ -564,7 +564,7 @@ def fit_family49(
     V0 = objective.potential(theta0)
     fit = Family49Fit(
         params=param_dict(best_theta), action=float(best_S), action_default=float(S0),
-        k0=objective.k0, kernel_name=kernel_name, beta=float(beta), method=method,
+        k0=objective.k0, penalty=penalty, beta=float(beta), method=method,
         seed=int(seed) if isinstance(seed, (int, np.integer)) else -1, mode=F.mode, n_evals=objective.n_evals, history=tuple(history),
         states=kernel.states, V=V, V_default=V0,
         direction=direction_stats(V, kernel), direction_default=direction_stats(V0, kernel),

@@ -135,11 +135,11 @@ def test_words_cannot_use_the_family() -> None:
 
 # -- fitting --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kernel_name", ["exp", "softplus"])
-def test_cmaes_lowers_the_action_and_is_reproducible(kernel_name: str) -> None:
+@pytest.mark.parametrize("penalty", ["exp", "softplus"])
+def test_cmaes_lowers_the_action_and_is_reproducible(penalty: str) -> None:
     kernel, F = synthetic_kernel()
-    a = fit_family49(F, kernel, method="cmaes", seed=4, max_evals=400, kernel_name=kernel_name)
-    b = fit_family49(F, kernel, method="cmaes", seed=4, max_evals=400, kernel_name=kernel_name)
+    a = fit_family49(F, kernel, method="cmaes", seed=4, max_evals=400, penalty=penalty)
+    b = fit_family49(F, kernel, method="cmaes", seed=4, max_evals=400, penalty=penalty)
     assert a.action < 0.95 * a.action_default
     assert a.action == b.action and a.params == b.params
     np.testing.assert_array_equal(a.V, b.V)
