@@ -226,17 +226,67 @@ def _to_sympy(node: ast.expr, symbols: dict[str, Any]) -> Any:
     raise AnsatzError(f"{_node_name(node)} expressions are not allowed")  # unreachable after validation
 
 
+#: up to this many fit parameters every relabelling is tried (5! = 120 printings)
+_RELABEL_ALL_UP_TO = 5
+
+
+def _relabelled(expr: Any) -> str:
+    """The smallest printed form of ``expr`` over relabellings of its fit parameters.
+
+    Sympy orders sums and products by symbol name, so each relabelling prints
+    differently; the smallest printing (shortest, then alphabetical) names the class.
+    Up to :data:`_RELABEL_ALL_UP_TO` parameters every permutation is tried; beyond
+    that, parameters are renamed in order of first appearance until the printing
+    settles (the same class can then, rarely, print two ways).
+    """
+    import itertools
+
+    import sympy as sp
+
+    params = sorted((x for x in expr.free_symbols if _PARAM_TOKEN.fullmatch(x.name)), key=lambda x: x.name)
+    if not params:
+        return str(expr)
+    temp = [sp.Dummy(f"q{j}", real=True) for j in range(len(params))]
+    names = [sp.Symbol(f"{PARAM_PREFIX}{j}", real=True) for j in range(1, len(params) + 1)]
+    base = expr.xreplace(dict(zip(params, temp)))
+
+    def printed(order: Sequence[int]) -> str:
+        return str(base.xreplace({temp[i]: names[k] for k, i in enumerate(order)}))
+
+    def key(s: str) -> tuple[int, str]:
+        return len(s), s
+
+    if len(params) <= _RELABEL_ALL_UP_TO:
+        return min((printed(p) for p in itertools.permutations(range(len(params)))), key=key)
+    order = list(range(len(params)))  # order[k]: the parameter now labelled k+1
+    s = printed(order)
+    for _ in range(8):
+        # labels in order of first appearance; the k-th of them becomes label k+1
+        first = list(dict.fromkeys(int(m.group(1)) - 1 for m in _PARAM_TOKEN.finditer(s)))
+        order = [order[label] for label in first]
+        nxt = printed(order)
+        if nxt == s:
+            break
+        s = nxt
+    return s
+
+
 @lru_cache(maxsize=4096)
 def _canonical_cached(text: str, variables: tuple[str, ...]) -> str:
     ansatz = validate_ansatz(text, variables)
-    return str(_to_sympy(ansatz.tree, {}))
+    return _relabelled(_to_sympy(ansatz.tree, {}))
 
 
 def canonical_form(ansatz: Ansatz) -> str:
-    """Sympy's automatic canonical form (sorted sums and products, ``log10(u) -> log(u)/log(10)``).
+    """The ansatz's functional form: sympy's automatic canonical form (sorted sums and
+    products, ``log10(u) -> log(u)/log(10)``) with the fit parameters relabelled.
 
     Only sympy's construction-time rules are applied (no ``simplify``), so this is
-    cheap and deterministic; symbols are real.
+    cheap and deterministic; symbols are real.  Fit parameters are dummies (the fit
+    is the same whatever they are called), so the form is the smallest printing over
+    their relabellings: ``param2 + param1*x`` and ``param1 + param2*x`` have one
+    canonical form.  Ansatzes with one canonical form
+    are one functional form; the analysis can merge them into one state.
     """
     return _canonical_cached(ansatz.text, ansatz.variables)
 

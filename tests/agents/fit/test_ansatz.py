@@ -115,6 +115,40 @@ def test_canonical_form_keeps_tan_and_tanh_apart() -> None:
     assert canonical_form(validate_ansatz("tan(param1)")) != canonical_form(validate_ansatz("tanh(param1)"))
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [  # the same functional form with its fit parameters named differently
+        ("param1*log_v_k_nu + param2", "param1 + param2*log_v_k_nu"),
+        ("param1*tanh(param2*log_v_k_nu) + param3", "param3*tanh(param1*log_v_k_nu) + param2"),
+        ("param1*log_v_k_nu**2 + param2*log_v_k_nu + param3", "param3*log_v_k_nu**2 + param1*log_v_k_nu + param2"),
+        ("param1*sin(param2*log_v_k_nu + param3) + param4*cos(param5*log_v_k_nu)",
+         "param4*cos(param1*log_v_k_nu) + param2*sin(param3*log_v_k_nu + param5)"),
+    ],
+)
+def test_canonical_form_does_not_depend_on_parameter_names(a: str, b: str) -> None:
+    assert canonical_form(validate_ansatz(a)) == canonical_form(validate_ansatz(b))
+
+
+def test_canonical_form_keeps_different_roles_of_parameters_apart() -> None:
+    one = canonical_form(validate_ansatz("param1*exp(param2*log_v_k_nu)"))
+    assert one != canonical_form(validate_ansatz("param1*exp(log_v_k_nu) + param2"))
+    assert one == canonical_form(validate_ansatz("param2*exp(param1*log_v_k_nu)"))
+
+
+def test_canonical_form_of_many_parameters_settles_on_relabellings(monkeypatch) -> None:
+    """Beyond the exhaustive limit, relabelling in order of appearance still merges renamings."""
+    from detbal.agents.fit import ansatz as A
+
+    monkeypatch.setattr(A, "_RELABEL_ALL_UP_TO", 1)
+    A._canonical_cached.cache_clear()
+    try:
+        a = "param1*sin(param2*log_v_k_nu + param3) + param4*cos(param5*log_v_k_nu)"
+        b = "param4*cos(param1*log_v_k_nu) + param2*sin(param3*log_v_k_nu + param5)"
+        assert canonical_form(validate_ansatz(a)) == canonical_form(validate_ansatz(b))
+    finally:
+        A._canonical_cached.cache_clear()
+
+
 def _reference(text: str, x: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Plain evaluation with numpy names, independent of the compiler."""
     env = {name: getattr(np, name) for name in FUNCTIONS}
