@@ -46,6 +46,34 @@ def test_every_ansatz_the_grammar_admits_is_a_valid_state(dataset: str) -> None:
     assert seen_functions == set(L.FUNCTIONS)  # every function of the language is reachable
 
 
+def _summands(text: str) -> list[str]:
+    """Top-level summands: split at `` + `` / `` - `` outside parentheses (the grammar's
+    spelling; a unary minus has no blanks)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        c = text[i]
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and text[i:i + 3] in (" + ", " - "):
+            parts.append(text[start:i])
+            start = i = i + 3
+            continue
+        i += 1
+    return parts + [text[start:]]
+
+
+def test_every_summand_the_grammar_admits_holds_a_fit_parameter() -> None:
+    """No constant padding (``1 + 2 + f(x)``): each top-level summand has a parameter to fit."""
+    g = ansatz_grammar(("log_v_k_nu",), None)
+    rng = random.Random(11)
+    for _ in range(400):
+        text = A.renumber_params(sample(g, rng))
+        A.validate_ansatz(text)
+        parts = _summands(text)
+        assert 1 <= len(parts) <= 3, text
+        assert all("param" in part for part in parts), text
+    assert _summands("1 + 2 + log10(abs(param1 - log_v_k_nu))") == ["1", "2", "log10(abs(param1 - log_v_k_nu))"]
+
+
 def test_translator_grammar_is_a_bare_ansatz() -> None:
     g = ansatz_grammar(("log_v_k_nu",), None)
     rng = random.Random(3)

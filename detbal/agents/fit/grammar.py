@@ -2,14 +2,27 @@
 
 Every string the grammar admits is, after :func:`~detbal.agents.fit.ansatz.renumber_params`,
 a valid ansatz (:func:`~detbal.agents.fit.ansatz.validate_ansatz`) that uses at
-least one data variable and at least one fit parameter; numbers other than the
-constants 1, 2 and pi cannot be written.
+least one data variable and at least one fit parameter; its atoms are the variables
+and the parameters (:data:`~detbal.agents.fit.language.GRAMMAR_CONSTANTS`: no
+constants), so every number in it is fitted.
+
+Summands.  An ansatz is at most :data:`MAX_SUMMANDS` summands joined by ``+``/``-``
+(:data:`~detbal.agents.fit.language.SUMMAND_OPERATORS`), each led by its own fit
+parameter: ``param*f`` or ``param/f`` (:data:`~detbal.agents.fit.language.FACTOR_OPERATORS`)
+with ``f`` a term holding the variable, and after the first one also a bare ``param``.
+So the baseline ``param1*log_v_k_nu + param2`` and the usual forms
+(``param1*tanh(param2*log_v_k_nu + param3) + param4``) are written one way, and
+SmolLM2-135M cannot pad its answers with constant summands or constant factors
+(``1 + 2 + log10(...)``, ``1/(pi*pi)*...``), which made its states differ by padding,
+ran into its token limit and never returned to an earlier ansatz.  Every function
+argument on the path to the variable holds the variable (a function of parameters
+alone is a constant a parameter already provides).
 
 Shape.  An expression at nesting depth ``d`` is a chain of terms ``t (op t)*``
 (at most :data:`MAX_TERMS` terms); a term is an optional unary minus, a unit and an
 optional power ``** e`` (``e`` in :data:`~detbal.agents.fit.language.POWER_EXPONENTS`);
 a unit is an atom
-(variable, ``param`` + digit, 1, 2, pi), a function call or a parenthesised
+(a variable or ``param`` + digit), a function call or a parenthesised
 expression at depth ``d + 1``; depth :data:`MAX_DEPTH` has atoms only.  Functions
 defined on part of the real line get their argument wrapped in a guard
 (:data:`~detbal.agents.fit.language.DOMAIN_GUARDS`: ``log(abs(u))``,
@@ -38,20 +51,23 @@ from detbal.agents.fit.language import (
     BINARY_OPERATORS,
     DOMAIN_GUARDS,
     FUNCTIONS,
-    LITERALS,
-    NAMED_CONSTANTS,
+    GRAMMAR_CONSTANTS,
     OPERATOR_SPELLING,
     PARAM_PREFIX,
     POWER,
     POWER_EXPONENTS,
+    SUMMAND_OPERATORS,
+    FACTOR_OPERATORS,
     VARIABLES,
 )
 from detbal.agents.grammar import Alt, Chars, Expr, Grammar, Lit, Ref, Rep, Seq, alt, seq
 
 #: deepest nesting of function calls and parentheses
 MAX_DEPTH = 2
-#: most terms ``t op t op ...`` in one (sub)expression
+#: most terms ``t op t op ...`` in one (sub)expression, and factors in one summand
 MAX_TERMS = 3
+#: most summands of an ansatz (each holds a fit parameter)
+MAX_SUMMANDS = 3
 #: characters of one reasoning line (words only: letters, blanks, commas, full stops)
 REASONING_CHARS = 60
 
@@ -66,6 +82,8 @@ class _Builder:
         self.rules: dict[str, Expr] = {}
         digits = Chars("[1-9]", "123456789")
         self.rules["op"] = alt(*(OPERATOR_SPELLING[o] for o in BINARY_OPERATORS if o != POWER))
+        self.rules["op-add"] = alt(*(OPERATOR_SPELLING[o] for o in SUMMAND_OPERATORS))
+        self.rules["op-mul"] = alt(*(OPERATOR_SPELLING[o] for o in FACTOR_OPERATORS))
         self.rules["pow"] = Seq((Lit(OPERATOR_SPELLING[POWER]), alt(*POWER_EXPONENTS)))
         self.rules["fn"] = alt(*(f for f in FUNCTIONS if f not in DOMAIN_GUARDS))
         self.guards = sorted(set(DOMAIN_GUARDS.values()))
@@ -73,7 +91,8 @@ class _Builder:
             self.rules[f"fn-{g}"] = alt(*(f for f in FUNCTIONS if DOMAIN_GUARDS.get(f) == g))
         self.rules["var"] = alt(*self.variables)
         self.rules["param"] = Seq((Lit(PARAM_PREFIX), digits))
-        self.rules["const"] = alt(*LITERALS, *NAMED_CONSTANTS)
+        if GRAMMAR_CONSTANTS:
+            self.rules["const"] = alt(*GRAMMAR_CONSTANTS)
 
     @staticmethod
     def _key(must: frozenset[str], allow: frozenset[str]) -> str:
@@ -92,7 +111,8 @@ class _Builder:
         self.rules[name] = Lit("")  # placeholder against re-entry
         options: list[Expr] = []
         if not must:
-            options.append(Ref("const"))
+            if GRAMMAR_CONSTANTS:
+                options.append(Ref("const"))
             if _V in allow:
                 options.append(Ref("var"))
             if _P in allow:
@@ -117,11 +137,24 @@ class _Builder:
                                     Rep(Ref("pow"), 0, 1)))
         return name
 
-    def expr(self, d: int, must: frozenset[str], allow: frozenset[str], k: int = 0) -> str:
-        """Expression at depth ``d`` of at most ``k`` terms (default :data:`MAX_TERMS`) holding
-        every kind in ``must``, with atoms only of kinds in ``allow``."""
+    def summands(self, k: int) -> str:
+        """At most ``k`` summands, each led by its own fit parameter: ``param*f`` or
+        ``param/f`` with ``f`` a factor holding the variable (the first summand), or also
+        a bare ``param`` (the others)."""
+        name = f"s{k}"
+        v, both = frozenset({_V}), frozenset({_V, _P})
+        factor = Seq((Ref("param"), Ref("op-mul"), Ref(self.term(0, v, both))))
+        self.rules["summand"] = Alt((factor, Ref("param")))
+        self.rules[name] = Seq((factor, Rep(Seq((Ref("op-add"), Ref("summand"))), 0, k - 1)))
+        return name
+
+    def expr(self, d: int, must: frozenset[str], allow: frozenset[str], k: int = 0,
+             op: str = "op") -> str:
+        """Expression at depth ``d`` of at most ``k`` terms (default :data:`MAX_TERMS`) joined
+        by the operators of rule ``op``, holding every kind in ``must``, with atoms only of
+        kinds in ``allow``."""
         k = k or MAX_TERMS
-        name = f"e{d}-{self._key(must, allow)}-{k}"
+        name = f"e{d}-{self._key(must, allow)}-{k}" + ("" if op == "op" else f"-{op}")
         if name in self.rules:
             return name
         self.rules[name] = Lit("")  # placeholder against re-entry
@@ -129,16 +162,17 @@ class _Builder:
         free = Ref(self.term(d, empty, allow))
 
         def tail(n: int) -> Expr:
-            return Rep(Seq((Ref("op"), free)), 0, n)
+            return Rep(Seq((Ref(op), free)), 0, n)
 
         if not must:
             self.rules[name] = Seq((free, tail(k - 1))) if k > 1 else free
             return name
-        # the i terms before the first one holding a required kind hold none of them
-        plain = Ref(self.term(d, empty, allow - must))
+        # the i terms before the first one holding a required kind hold none of them (with
+        # no constant atoms there are none such when every allowed kind is required)
+        plain = Ref(self.term(d, empty, allow - must)) if (allow - must or GRAMMAR_CONSTANTS) else None
         options: list[Expr] = []
-        for i in range(k):
-            before: list[Expr] = [Rep(Seq((plain, Ref("op"))), i, i)] if i else []
+        for i in range(k if plain is not None else 1):
+            before: list[Expr] = [Rep(Seq((plain, Ref(op))), i, i)] if i else []
             left = k - 1 - i  # terms still allowed after the tracked one
             for got in _nonempty_subsets(must):
                 rest = must - got
@@ -147,7 +181,7 @@ class _Builder:
                 # the tracked term holds exactly the kinds `got` of `must`
                 first = Ref(self.term(d, got, allow - rest))
                 if rest:
-                    after: list[Expr] = [Ref("op"), Ref(self.expr(d, rest, allow, left))]
+                    after: list[Expr] = [Ref(op), Ref(self.expr(d, rest, allow, left, op))]
                 else:
                     after = [tail(left)] if left else []
                 options.append(Seq((*before, first, *after)))
@@ -172,20 +206,20 @@ def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int 
     if per_round is not None and per_round < 1:
         raise ValueError("per_round must be at least 1")
     b = _Builder(variables)
-    both = frozenset({_V, _P})
-    b.rules["ansatz"] = Ref(b.expr(0, both, both))
+    b.rules["ansatz"] = Ref(b.summands(MAX_SUMMANDS))
     if per_round is None:
         b.rules["root"] = Ref("ansatz")
         what = "one ansatz"
     else:
-        b.rules["reasoning"] = Rep(_REASONING, 1, REASONING_CHARS)
+        # a reasoning line starts with a letter (blanks and commas alone parse as none)
+        b.rules["reasoning"] = Seq((Chars("[a-zA-Z]", _LETTERS), Rep(_REASONING, 0, REASONING_CHARS - 1)))
         b.rules["root"] = Seq(tuple(
             seq(f"IDEA {i}\nREASONING: ", Ref("reasoning"), "\nANSATZ: ", Ref("ansatz"), "\n")
             for i in range(1, per_round + 1)))
         what = f"{per_round} ideas (IDEA/REASONING/ANSATZ)"
     rules = {"root": b.rules.pop("root"), **b.rules}
-    return Grammar(rules, f"{what} over {', '.join(variables)}; >= 1 variable, >= 1 parameter,"
-                          f" depth <= {MAX_DEPTH}")
+    return Grammar(rules, f"{what} over {', '.join(variables)}; <= {MAX_SUMMANDS} summands, each"
+                          f" with a parameter, >= 1 variable, depth <= {MAX_DEPTH}")
 
 
 def config_grammar(config: FitConfig) -> Grammar | None:

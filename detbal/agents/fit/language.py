@@ -41,8 +41,17 @@ VARIABLES: dict[str, tuple[str, ...]] = {
 DOMAIN_GUARDS: dict[str, str] = {
     "log": "abs", "log10": "abs", "sqrt": "abs", "arcsin": "tanh", "arccos": "tanh",
 }
+#: constants the grammar writes as atoms: none.  Every number in a constrained answer is
+#: a fit parameter (or an exponent below); with 1, 2 and pi as atoms SmolLM2-135M pads its
+#: answers with them (``1 + 2 + ...``, ``1/(pi*pi)*...``), runs into its token limit and
+#: never returns to an earlier ansatz.  The validator still accepts them in free text.
+GRAMMAR_CONSTANTS: tuple[str, ...] = ()
 #: exponents the grammar admits after ``**`` (a negative base to a fitted power is NaN)
 POWER_EXPONENTS: tuple[str, ...] = ("2", "-1", "-2")
+#: the operators that join the top-level summands of an ansatz, and those that join the
+#: factors of a summand (the grammar makes every summand hold a fit parameter)
+SUMMAND_OPERATORS: tuple[str, ...] = ("+", "-")
+FACTOR_OPERATORS: tuple[str, ...] = ("*", "/")
 #: the one spelling of each operator in the grammar, as in the baseline
 #: ``param1*log_v_k_nu + param2`` (one spelling per ansatz: spacing variants would be
 #: distinct states)
