@@ -22,7 +22,7 @@ from detbal.errors import DetbalError
 #: modules that add subcommands, in the order of the data flow
 STAGES = (
     "detbal.agents.cli",  # run, runs, demo
-    "detbal.analysis.cli",  # analyze, import, export
+    "detbal.analysis.cli",  # analyze, import, export, synth
     "detbal.evo.cli",  # discover, compare
 )
 
