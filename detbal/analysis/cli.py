@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--kernel", choices=["exp", "softplus"], default="exp",
                    help="K(x) = exp(-beta x/2) or log(1 + exp(-beta x)) (default exp)")
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature (default 1)")
+    p.add_argument("--states", choices=["text", "canonical"], default="text",
+                   help="one state per text (default) or per canonical form the agent stored"
+                   " (fit: ansatzes that differ only in parameter names or term order merge)")
     p.add_argument("--n0", choices=["empirical", "uniform"], default="empirical",
                    help="normalisation of the kernel (default empirical)")
     p.add_argument("--min-source-count", type=float, default=None,
@@ -94,7 +97,7 @@ def _analyze(args: argparse.Namespace, ui: Any) -> int:
     if args.bootstrap < 0 or args.test_simulations < 0:
         raise DetbalError("--bootstrap and --test-simulations must be >= 0")
     res = run_analysis(
-        args.input, args.out, penalty=args.kernel, beta=args.beta, n0=args.n0,
+        args.input, args.out, penalty=args.kernel, beta=args.beta, n0=args.n0, states=args.states,
         min_source_count=args.min_source_count, attempts=args.attempts,
         bootstrap=args.bootstrap, test_simulations=args.test_simulations, stop_early=args.stop_early,
         triplet_min_count=args.triplet_min_count, gauge=args.gauge, solver=args.solver,

@@ -11,7 +11,7 @@ Two normalisations (METHOD.md section 2):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -294,12 +294,43 @@ def _rates(count: np.ndarray, n0_source: np.ndarray, mode: str) -> np.ndarray:
     return np.minimum(1.0, T) if mode == "uniform" else T
 
 
-def load_counts(source: str | Path | RunStore) -> TransitionCounts:
-    """Transition counts from a run store (an open :class:`~detbal.store.RunStore` or its
-    path) or any importable file (CSV/TSV, JSON Lines, the paper's JSON, Parquet)."""
-    from detbal.io import load_count_rows, read_count_columns
-    from detbal.store import RunStore
+#: what makes two outcomes one state: their text, or the canonical form the agent stored
+#: with it (the fit agent's functional form: sympy's form with the fit parameters relabelled)
+STATE_IDENTITIES = ("text", "canonical")
 
+
+def merge_states(rows: CountRows, canonical: Mapping[str, str]) -> CountRows:
+    """``rows`` with every state replaced by its canonical form where it has one, outcomes
+    that become the same summed.  A transition between two texts of one form becomes a
+    self-loop (counted in N0, not an edge), as a copy of the prompt state is."""
+    merged: dict[tuple[str, str | None, str | None], int] = {}
+    for s, t, e, n in rows.rows:
+        key = (canonical.get(s, s), None if t is None else canonical.get(t, t), e)
+        merged[key] = merged.get(key, 0) + int(n)
+    return CountRows(rows=tuple((s, t, e, n) for (s, t, e), n in merged.items()), label=rows.label)
+
+
+def load_counts(source: str | Path | RunStore, *, states: str = "text") -> TransitionCounts:
+    """Transition counts from a run store (an open :class:`~detbal.store.RunStore` or its
+    path) or any importable file (CSV/TSV, JSON Lines, the paper's JSON, Parquet).
+
+    ``states="canonical"`` (run stores only) merges states with one canonical form
+    (:func:`merge_states`): for the fitting agent, ansatzes that differ only in how their
+    fit parameters are named or their terms ordered.  States without a stored canonical
+    form keep their text."""
+    from detbal.io import load_count_rows, read_count_columns
+    from detbal.store import RunStore, is_run_store
+
+    if states not in STATE_IDENTITIES:
+        raise ValueError(f"states must be one of {', '.join(STATE_IDENTITIES)}, not {states!r}")
+    if states == "canonical":
+        if isinstance(source, RunStore):
+            return TransitionCounts.from_rows(merge_states(source.count_rows(), source.state_canonical()))
+        if isinstance(source, (str, Path)) and Path(source).exists() and is_run_store(Path(source)):
+            with RunStore(source, create=False) as store:
+                return TransitionCounts.from_rows(merge_states(store.count_rows(), store.state_canonical()))
+        raise DetbalError(f"{source}: canonical states need a run store (transition files carry no"
+                          " canonical forms)")
     if isinstance(source, RunStore):
         return TransitionCounts.from_rows(source.count_rows())
     if not isinstance(source, (str, Path)):

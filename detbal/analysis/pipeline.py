@@ -31,9 +31,11 @@ def load_kernel(
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
+    states: str = "text",
 ) -> Kernel:
-    """Read a store or importable file and estimate the kernel."""
-    counts = load_counts(input_path)
+    """Read a store or importable file and estimate the kernel (``states``: see
+    :func:`~detbal.analysis.counts.load_counts`)."""
+    counts = load_counts(input_path, states=states)
     if counts.count.size == 0:
         raise DetbalError(f"{input_path}: no transitions between distinct states")
     return estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=attempts)
@@ -46,6 +48,7 @@ def run_analysis(
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
+    states: str = "text",
     penalty: str = "exp",
     figures: bool = True,
     ui: ProgressUI | None = None,
@@ -56,7 +59,8 @@ def run_analysis(
     ``figures``) report.md and the figures into ``out_dir``; returns the
     :class:`~detbal.analysis.result.AnalysisResult` (its ``timings`` include ``load``).
 
-    ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
+    ``states`` goes to :func:`~detbal.analysis.counts.load_counts` (``"canonical"``: one
+    state per canonical form); ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
     :func:`~detbal.analysis.counts.estimate_kernel`; ``penalty`` (the action's K), ``ui`` (as
     its ``progress``) and ``options``
     (``seed``, ``bootstrap``, ``test_simulations``, ``estimator``, ``n_jobs``, ...) go to
@@ -65,7 +69,7 @@ def run_analysis(
     programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
     return _run(input_path, out_dir, n0=n0, min_source_count=min_source_count, attempts=attempts,
-                penalty=penalty, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
+                states=states, penalty=penalty, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
 
 
 def analyze(
@@ -85,6 +89,7 @@ def _run(
     n0: N0Mode = "empirical",
     min_source_count: float | None = None,
     attempts: float | None = None,
+    states: str = "text",
     penalty: str = "exp",
     figures: bool = True,
     ui: ProgressUI | None = None,
@@ -96,7 +101,7 @@ def _run(
 
     out = Path(out_dir)
     start = time.perf_counter()
-    k = load_kernel(input_path, n0=n0, min_source_count=min_source_count, attempts=attempts)
+    k = load_kernel(input_path, n0=n0, min_source_count=min_source_count, attempts=attempts, states=states)
     load_time = round(time.perf_counter() - start, 4)
     painter = None
     if figures:
@@ -108,7 +113,7 @@ def _run(
             on_ready=None if painter is None else (lambda parts: report.draw_ready(painter, parts, out)),
             **options,
         )
-        res = dataclasses.replace(res, timings={"load": load_time, **res.timings})
+        res = dataclasses.replace(res, timings={"load": load_time, **res.timings}, state_identity=states)
         return res, report.save_result(res, out, figures=figures, painter=painter)
     finally:
         if painter is not None:

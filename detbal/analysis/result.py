@@ -89,6 +89,8 @@ class AnalysisResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     likelihood: LikelihoodFit | None = None
     input: str | None = None
+    #: what made outcomes one state when the counts were loaded ("text" or "canonical")
+    state_identity: str = "text"
 
     def __repr__(self) -> str:
         g = self.global_test
@@ -113,7 +115,7 @@ class AnalysisResult:
             "detbal_version": __version__,
             "input": self.input,
             "settings": {
-                "kernel": s.penalty, "beta": s.beta, "n0": k.mode, "min_source_count": k.min_source_count,
+                "states": self.state_identity, "kernel": s.penalty, "beta": s.beta, "n0": k.mode, "min_source_count": k.min_source_count,
                 "attempts": k.total_attempts, "bootstrap": s.bootstrap,
                 "test_simulations": s.test_simulations, "stop_early": s.stop_early,
                 "triplet_min_count": s.triplet_min_count,

@@ -214,3 +214,51 @@ def test_reverse_index_matches_brute_force() -> None:
     where = {(a, b): i for i, (a, b) in enumerate(zip(src, dst))}
     for i, (a, b) in enumerate(zip(src, dst)):
         assert rev[i] == where.get((b, a), -1)
+
+
+# -- state identity: text or canonical form ----------------------------------------------------
+
+def _fit_like_store(path):
+    """A store whose targets carry canonical forms: B1 and B2 are one form written two ways."""
+    from detbal.store import Attempt, RunStore
+
+    forms = {"A": "form-a", "B1": "form-b", "B2": "form-b", "C": "form-c"}
+    outcomes = [("S", "A"), ("A", "B1"), ("A", "B2"), ("B1", "A"), ("B2", "A"), ("B1", "B2"),
+                ("B2", "C"), ("C", "B1"), ("A", None)]
+    store = RunStore(path)
+    rid = store.create_run("fit", "m", "replay", {})
+    for seq, (s, t) in enumerate(outcomes):
+        store.record_attempt(rid, seq, Attempt(source=s, target=t, escape=None if t else "empty",
+                                               target_canonical=forms.get(t) if t else None))
+    return store
+
+
+def test_canonical_states_merge_forms_and_turn_moves_between_them_into_self_loops(tmp_path) -> None:
+    from detbal.analysis.counts import load_counts
+
+    with _fit_like_store(tmp_path / "f.sqlite") as store:
+        text = load_counts(store)
+        merged = load_counts(store, states="canonical")
+    assert set(text.states) == {"S", "A", "B1", "B2", "C"}
+    # the seed "S" never was a target, so it has no stored form and keeps its text
+    assert set(merged.states) == {"S", "form-a", "form-b", "form-c"}
+    assert merged.total_attempts == text.total_attempts == 9
+    edges = {(merged.states[s], merged.states[d]): c for s, d, c in zip(merged.src, merged.dst, merged.count)}
+    assert edges == {("S", "form-a"): 1, ("form-a", "form-b"): 2, ("form-b", "form-a"): 2,
+                     ("form-b", "form-c"): 1, ("form-c", "form-b"): 1}
+    b = merged.states.index("form-b")
+    assert merged.self_loops[b] == 1 and merged.attempts[b] == 4  # B1 -> B2 is a copy of the form
+    # the same through a path, as `detbal analyze --states canonical` reads it
+    again = load_counts(tmp_path / "f.sqlite", states="canonical")
+    assert again.states == merged.states and list(again.count) == list(merged.count)
+
+
+def test_canonical_states_need_a_store_and_a_known_identity(tmp_path) -> None:
+    from detbal.analysis.counts import load_counts
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("source,target,count\nA,B,2\nB,A,1\n")
+    with pytest.raises(DetbalError, match="canonical states need a run store"):
+        load_counts(csv, states="canonical")
+    with pytest.raises(ValueError, match="states must be one of text, canonical"):
+        load_counts(csv, states="forms")
