@@ -174,15 +174,18 @@ def bench_words_constrained(n: int, instances: int, constrain: bool) -> dict:
     return asyncio.run(go())
 
 
-def cycle_structure(store: Any, run_id: int, first: int | None = None) -> dict:
+def cycle_structure(store: Any, run_id: int, first: int | None = None, states: str = "text") -> dict:
     """States sourced more than once, pairs seen both ways, triplets (paper's cuts 0 and 1),
-    over the run's attempts with seq < ``first`` (all by default)."""
+    over the run's attempts with seq < ``first`` (all by default); ``states="canonical"``:
+    one state per functional form (``detbal analyze --states canonical``)."""
     from detbal.analysis.balance import triplet_test
-    from detbal.analysis.counts import TransitionCounts, estimate_kernel, reverse_pairs
+    from detbal.analysis.counts import CountRows, TransitionCounts, estimate_kernel, merge_states, reverse_pairs
 
-    rows = [(r["source"], r["target"], r["escape"], r["count"]) for r in store.iter_attempts([run_id])
-            if first is None or r["seq"] < first]
-    counts = TransitionCounts.from_rows(rows)
+    rows = CountRows(tuple((r["source"], r["target"], r["escape"], r["count"]) for r in store.iter_attempts([run_id])
+                           if first is None or r["seq"] < first))
+    if states == "canonical":
+        rows = merge_states(rows, store.state_canonical())
+    counts = TransitionCounts.from_rows(rows.rows)
     pairs, _ = reverse_pairs(counts.src, counts.dst, counts.n_states)
     kernel = estimate_kernel(counts, "empirical", min_source_count=0)
     return {"states": counts.n_states, "sourced_twice": int((counts.attempts > 1).sum()),
@@ -208,6 +211,7 @@ def bench_fit(n: int, instances: int, constrain: bool, mode: str) -> dict:
             rows = list(store.iter_attempts([rid]))
             cycles = cycle_structure(store, rid)
             growth = [(k, cycle_structure(store, rid, k)) for k in (n // 4, n // 2)] if n >= 400 else []
+            forms = cycle_structure(store, rid, states="canonical")
         await backend.aclose()
         escapes: dict[str, int] = {}
         for r in rows:
@@ -215,7 +219,7 @@ def bench_fit(n: int, instances: int, constrain: bool, mode: str) -> dict:
                 escapes[r["escape"]] = escapes.get(r["escape"], 0) + 1
         valid = sum(1 for r in rows if r["target"] is not None)
         return {"wall": dt, "valid": valid / len(rows), "escapes": escapes, "per_attempt": dt / n,
-                "growth": growth, **cycles}
+                "growth": growth, "forms": forms, **cycles}
 
     return asyncio.run(go())
 
@@ -253,6 +257,10 @@ def constrained(args: argparse.Namespace) -> None:
             print(f"      first {kk:5d} attempts: {c['states']} states, {c['sourced_twice']} sourced more"
                   f" than once, {c['pairs']} pairs seen both ways, {c['triplets']} triplets"
                   f" ({c['triplets_cut1']} with every count > 1)")
+        c = r["forms"]
+        print(f"      one state per functional form (--states canonical): {c['states']} states,"
+              f" {c['sourced_twice']} sourced more than once, {c['pairs']} pairs seen both ways,"
+              f" {c['triplets']} triplets ({c['triplets_cut1']} with every count > 1)")
 
 
 def main() -> None:
