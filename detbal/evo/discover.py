@@ -380,14 +380,6 @@ class ComparisonResult:
     timings: dict[str, float]
 
     @property
-    def kernel(self) -> Any:
-        return self.study.kernel
-
-    @property
-    def numeric_action(self) -> float:
-        return float(self.study.fit.action)
-
-    @property
     def formula(self) -> Any:
         """The explicit potential as a :class:`~detbal.evo.pareto.Formula` scored by its action on
         every edge (None when it is not a formula)."""
