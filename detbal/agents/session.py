@@ -68,7 +68,7 @@ from detbal.agents.runner import (
     stored_usage,
 )
 from detbal.errors import DetbalError
-from detbal.progress import Progress
+from detbal.progress import Progress, ProgressUI
 from detbal.store import Attempt, RunStore
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ async def arun_agent(
     concurrency: int = 1,
     budget: Budget | None = None,
     policy: CallPolicy | None = None,
-    progress: Any = None,
+    progress: Progress | ProgressUI | None = None,
     run_id: int | None = None,
     new_run: bool = False,
     handle_signals: bool = True,
@@ -513,12 +513,12 @@ async def arun_agent(
         kw = dict(attempts=target, concurrency=concurrency, budget=budget, policy=policy,
                   stop=stop, handle_signals=handle_signals, config=config, created=created)
         if hasattr(progress, "progress"):  # a ProgressUI: a bar over the run's target
-            with progress.progress(total=target, desc=f"run {rid}", unit="att") as tick:
+            with progress.progress(total=target, desc=f"run {rid}", unit="att") as tick:  # type: ignore[union-attr]
                 done = _stored_below(store, rid, target)
                 if done:
                     tick(done)
                 return await drive_task(store, rid, task, backend_list, progress=tick, **kw)
-        return await drive_task(store, rid, task, backend_list, progress=progress, **kw)
+        return await drive_task(store, rid, task, backend_list, progress=progress, **kw)  # type: ignore[arg-type]
     finally:
         if close_backends:
             for b in backend_list:
@@ -534,7 +534,7 @@ def run_agent(
     concurrency: int = 1,
     budget: Budget | None = None,
     policy: CallPolicy | None = None,
-    progress: Any = None,
+    progress: Progress | ProgressUI | None = None,
     run_id: int | None = None,
     new_run: bool = False,
     handle_signals: bool = True,

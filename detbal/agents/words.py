@@ -342,7 +342,8 @@ class WordTask:
     :class:`~detbal.agents.select.Selection` or a rule name), the sampling
     ``temperature``/``top_p``/``max_tokens``, ``prompt`` (a template file or
     :class:`PromptTemplate`; default the packaged one) and ``seed`` (None: a random seed
-    for a new run, the stored one for a continued run).  Or pass a :class:`WordsConfig`.
+    for a new run, the stored one for a continued run).  Or pass a :class:`WordsConfig`
+    (its ``seed`` is used unless ``seed`` is given) and keywords to change.
     """
 
     name = TASK

@@ -107,6 +107,20 @@ def test_run_agent_opens_the_matching_run_and_checks_its_input(tmp_path: Path) -
             a.stored = 0  # type: ignore[misc]
 
 
+def test_both_tasks_implement_the_one_protocol() -> None:
+    from detbal.agents import AgentTask, run_agent
+
+    assert detbal.run_agent is run_agent
+    for task in (WordTask(seed=2), FitTask(islands=2)):
+        assert isinstance(task, AgentTask)
+        spec = task.run_spec()
+        assert spec.task == task.name and set(spec.identity) <= set(spec.config) | {"base_url"}
+    assert WordTask().default_attempts() is None
+    assert FitTask(islands=2, cycles=3, rounds=4, per_round=2).default_attempts() == 48
+    with pytest.raises(DetbalError, match="FitTask"):
+        FitTask(no_such_setting=1)
+
+
 # -- the fit task under the same driver -----------------------------------------------------------
 
 
