@@ -309,6 +309,13 @@ class RunStore:
         self._state_ids[text] = sid
         return sid
 
+    def describe_state(self, text: str, *, canonical: str | None = None,
+                       features: Mapping[str, Any] | None = None) -> None:
+        """Record ``text``'s canonical form and features (a state that may occur only as a
+        source, such as the fit agent's seed ansatz; targets get theirs with their attempt)."""
+        with self.transaction():
+            self._state_id(text, features, canonical)
+
     def state_features(self) -> dict[str, dict[str, Any]]:
         """``{state text: features}`` for every state that has features."""
         rows = self._conn.execute(

@@ -344,6 +344,10 @@ class FitRun:
             self._executor.shutdown(wait=True)
             raise
         seed_member = self._member_from_eval(seed_eval, SEED_REASONING, -1)
+        # the seed is a source before the model ever writes it: its canonical form and
+        # features go in now, so that `--states canonical` merges it with its spellings
+        self.store.describe_state(seed_eval.text, canonical=seed_eval.canonical,
+                                  features=seed_eval.features(self.dataset.name, cfg.starts))
         self.islands: list[list[Member]] = [[seed_member] for _ in range(cfg.islands)]
         self.known: dict[str, Member] = {seed_member.text: seed_member}
         self.best = seed_member

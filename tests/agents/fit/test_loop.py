@@ -95,6 +95,9 @@ def test_every_attempt_is_a_transition_or_a_categorised_escape(tmp_path: Path, m
     for r in rows:
         by_round.setdefault(r["seq"] // 3, set()).add(r["source"])
     assert all(len(s) == 1 for s in by_round.values())  # one example per round
+    # the seed is a source the model may never write: its form and fit are stored too
+    assert canonical[cfg.initial_ansatz] == "log_v_k_nu*param1 + param2"
+    assert features[cfg.initial_ansatz]["score"] == 20.0
 
 
 def test_partial_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
