@@ -155,16 +155,6 @@ class StudyResult:
     discoveries: dict[str, DiscoveryResult] = field(default_factory=dict)
     explicit_errors: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def analysis(self) -> dict[str, Any] | None:
-        """The analysis summary (:meth:`AnalysisResult.to_dict`), None without an analysis."""
-        return None if self.analysis_result is None else self.analysis_result.to_dict()
-
-    @property
-    def explicit(self) -> dict[str, dict[str, Any]]:
-        """Each engine's summary (:meth:`DiscoveryResult.to_dict`)."""
-        return {engine: res.to_dict() for engine, res in self.discoveries.items()}
-
 
 @dataclass
 class DemoResult:
@@ -238,7 +228,7 @@ def _demo_summary(studies: dict[str, StudyResult], seconds: float, stopped: str 
 
     out: dict[str, Any] = {"seconds": seconds, "stopped": stopped, "studies": {}}
     for name, st in studies.items():
-        a = st.analysis or {}
+        a = st.analysis_result.to_dict() if st.analysis_result is not None else {}
         entry: dict[str, Any] = {
             "command": ["detbal", *st.command], "status": st.status, "timings": st.timings,
             "runs": [{k: v for k, v in r.items() if k != "config"} for r in st.runs],

@@ -199,6 +199,3 @@ def test_readme_and_headline_come_from_the_typed_results(tmp_path) -> None:
     assert headline["words"]["verdict"] == words.verdict
     assert headline["words"]["data"] == words.to_dict()["data"]
     assert headline["fit"]["gp"]["best"] == best.sympy and headline["fit"]["gp"]["pearson"] is None
-    # the command's printout still gets the summaries as dicts
-    assert studies["words"].analysis["verdict"] == words.verdict
-    assert fit.explicit["gp"]["best"]["sympy"] == best.sympy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -417,14 +418,16 @@ def _demo(args: argparse.Namespace, ui: Any) -> int:
         return int(sub.handler(sub, ui) or 0)
 
     result = run_demo(config, run_command, ui=ui)
+    def num(x: float) -> str:
+        return f"{x:.3f}" if math.isfinite(x) else "n/a"
+
     for name, study in result.studies.items():
-        s = study.analysis
-        ui.echo(f"{name}: " + (s["verdict"] if s else f"no analysis ({study.analysis_error or 'stopped'})"))
-        for engine, e in study.explicit.items():
-            c = e.get("comparison", {})
-            r, rho = (c.get(k) for k in ("pearson", "spearman"))
-            ui.echo(f"  {engine}: Pearson r {'n/a' if r is None else f'{r:.3f}'},"
-                    f" Spearman rho {'n/a' if rho is None else f'{rho:.3f}'}")
+        res = study.analysis_result
+        ui.echo(f"{name}: " + (res.verdict if res is not None
+                               else f"no analysis ({study.analysis_error or 'stopped'})"))
+        for engine, disc in study.discoveries.items():
+            c = disc.compare()
+            ui.echo(f"  {engine}: Pearson r {num(c.pearson)}, Spearman rho {num(c.spearman)}")
     ui.echo(f"report: {result.readme} ({result.seconds:.0f} s)")
     if result.stopped:
         ui.echo(f"{result.stopped}; to continue: {_resume_hint()}")
