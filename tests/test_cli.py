@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from servers.fake_openai import FakeServer
 
-from support import DATA, NIKURADSE, child_env
+from support import CLAUDE4_CSV as CLAUDE
+from support import child_env
 
 from detbal.cli import build_parser, main
 
-CLAUDE = DATA / "claude4.csv"
 #: one ``IDEA`` answer for the fitting agent (one call per round): two ansatzes
 FIT_ANSWER = ("IDEA 1\nREASONING: a straight line in log.\nANSATZ: param1*log_v_k_nu + param2\n\n"
               "IDEA 2\nREASONING: a saturating step.\nANSATZ: param1 + param2*tanh(param3*(log_v_k_nu - param4))")
@@ -94,18 +94,12 @@ def test_run_without_a_task_prints_its_help(capsys: pytest.CaptureFixture[str]) 
     assert "words" in out and "fit" in out
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeServer() as srv:
-        yield srv
-
-
-def test_run_words_and_replay(server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_run_words_and_replay(fake_openai: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     live, replayed = tmp_path / "live.sqlite", tmp_path / "replay.sqlite"
     base = ["-q", "run", "words", "--concurrency", "2", "--seed", "3", "--attempts", "10"]
-    assert main([*base, "--store", str(live), "--backend", "openai", "--base-url", server.url,
+    assert main([*base, "--store", str(live), "--backend", "openai", "--base-url", fake_openai.url,
                  "--model", "ok"]) == 0
     assert main([*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(live)]) == 0
     capsys.readouterr()
@@ -121,16 +115,15 @@ def test_run_words_and_replay(server: FakeServer, tmp_path: Path, monkeypatch: p
     _one_line_error(capsys, "none.sqlite")
 
 
-def test_run_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    if not (NIKURADSE / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
+def test_run_fit(fake_openai: FakeServer, nikuradse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     store = tmp_path / "fit.sqlite"
-    with FakeServer(answers=(FIT_ANSWER,)) as srv:
-        code = main(["-q", "run", "fit", "--store", str(store), "--backend", "openai", "--base-url", srv.url,
-                     "--model", "ok", "--fit-mode", "one-call", "--islands", "1", "--cycles", "1",
-                     "--rounds", "2", "--per-round", "2", "--population", "2", "--starts", "2",
-                     "--data-dir", str(NIKURADSE), "--seed", "1"])
+    srv = fake_openai.reset(answers=(FIT_ANSWER,))
+    code = main(["-q", "run", "fit", "--store", str(store), "--backend", "openai", "--base-url", srv.url,
+                 "--model", "ok", "--fit-mode", "one-call", "--islands", "1", "--cycles", "1",
+                 "--rounds", "2", "--per-round", "2", "--population", "2", "--starts", "2",
+                 "--data-dir", str(nikuradse), "--seed", "1"])
     assert code == 0
     assert "best score" in capsys.readouterr().out
     from detbal.store import RunStore

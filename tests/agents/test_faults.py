@@ -1,4 +1,5 @@
-"""The openai backend and the `detbal run` command against a fault-injecting loopback server."""
+"""The openai backend and the `detbal run` command against a fault-injecting loopback server
+(the session's ``fake_openai``, reset for each test)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ from detbal.cli import main
 from detbal.store import ESCAPE_CATEGORIES, RunStore
 
 SECRET = "sk-test-Do-Not-Store-7f3a9c"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FakeServer(retry_after=0.3) as srv:
-        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -37,16 +32,17 @@ def attempts(store: Path) -> list[dict]:
         return list(s.iter_attempts())
 
 
-def test_faults_are_retried_until_an_answer(server, tmp_path) -> None:
+def test_faults_are_retried_until_an_answer(fake_openai, tmp_path) -> None:
+    fake_openai.reset(retry_after=0.3)
     model = "plan:429,500,garbage,truncated,ok"
-    rc = run_cli(server, tmp_path / "s.sqlite", model, "--attempts", "6", "--concurrency", "1",
+    rc = run_cli(fake_openai, tmp_path / "s.sqlite", model, "--attempts", "6", "--concurrency", "1",
                  "--retries", "5", "--seed", "1")
     assert rc == 0
     rows = attempts(tmp_path / "s.sqlite")
     assert sorted(r["seq"] for r in rows) == list(range(6))
     assert all(r["escape"] != "api_error" for r in rows)
     assert all(json.loads(r["params"])["calls"] == 5 for r in rows)
-    log = [(t, a) for t, m, a in server.log if m == model]
+    log = [(t, a) for t, m, a in fake_openai.log if m == model]
     assert [a for _, a in log] == ["429", "500", "garbage", "truncated", "ok"] * 6
     for (t429, a), (t_next, _) in zip(log, log[1:]):
         if a == "429":
@@ -56,8 +52,8 @@ def test_faults_are_retried_until_an_answer(server, tmp_path) -> None:
 @pytest.mark.parametrize("model,detail", [("plan:hang", "no answer within"),
                                           ("plan:500", "HTTP 500"),
                                           ("plan:garbage", "bad response")])
-def test_calls_that_never_succeed_are_stored_as_api_error(server, tmp_path, model, detail) -> None:
-    rc = run_cli(server, tmp_path / "s.sqlite", model, "--attempts", "4", "--concurrency", "4",
+def test_calls_that_never_succeed_are_stored_as_api_error(fake_openai, tmp_path, model, detail) -> None:
+    rc = run_cli(fake_openai, tmp_path / "s.sqlite", model, "--attempts", "4", "--concurrency", "4",
                  "--retries", "1", "--timeout", "0.3")
     assert rc == 0
     rows = attempts(tmp_path / "s.sqlite")
@@ -66,9 +62,9 @@ def test_calls_that_never_succeed_are_stored_as_api_error(server, tmp_path, mode
     assert all(r["raw_answer"] is None for r in rows)
 
 
-def test_every_attempt_is_a_transition_or_a_categorised_escape(server, tmp_path) -> None:
+def test_every_attempt_is_a_transition_or_a_categorised_escape(fake_openai, tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    assert run_cli(server, store, "plan:ok,ok,503,ok", "--attempts", "60", "--concurrency", "8") == 0
+    assert run_cli(fake_openai, store, "plan:ok,ok,503,ok", "--attempts", "60", "--concurrency", "8") == 0
     rows = attempts(store)
     assert sorted(r["seq"] for r in rows) == list(range(60))
     for r in rows:
@@ -81,16 +77,16 @@ def test_every_attempt_is_a_transition_or_a_categorised_escape(server, tmp_path)
     assert {r["source"] for r in rows} <= valid
 
 
-def test_refused_credentials_stop_the_run_and_the_key_is_never_written(server, tmp_path, capsys,
+def test_refused_credentials_stop_the_run_and_the_key_is_never_written(fake_openai, tmp_path, capsys,
                                                                       caplog) -> None:
     caplog.set_level(logging.DEBUG)
     store = tmp_path / "s.sqlite"
-    rc = run_cli(server, store, "plan:401", "--attempts", "5")
+    rc = run_cli(fake_openai, store, "plan:401", "--attempts", "5")
     assert rc == 1
     assert attempts(store) == []
     out = capsys.readouterr()
     assert "credentials refused" in out.out
-    assert run_cli(server, store, "ok", "--attempts", "5") == 0
+    assert run_cli(fake_openai, store, "ok", "--attempts", "5") == 0
     main(["runs", str(store), "--json"])
     out2 = capsys.readouterr()
     blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
@@ -98,19 +94,19 @@ def test_refused_credentials_stop_the_run_and_the_key_is_never_written(server, t
         assert SECRET not in text
 
 
-def test_call_budget_stops_and_continues_across_sessions(server, tmp_path) -> None:
+def test_call_budget_stops_and_continues_across_sessions(fake_openai, tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    assert run_cli(server, store, "ok", "--attempts", "50", "--concurrency", "4",
+    assert run_cli(fake_openai, store, "ok", "--attempts", "50", "--concurrency", "4",
                    "--budget-calls", "7") == 3
     assert len(attempts(store)) == 7
-    assert run_cli(server, store, "ok", "--attempts", "50", "--budget-calls", "10") == 3
+    assert run_cli(fake_openai, store, "ok", "--attempts", "50", "--budget-calls", "10") == 3
     rows = attempts(store)
     assert len(rows) == 10 and len({r["run_id"] for r in rows}) == 1
 
 
-def test_money_budget_and_runs_listing(server, tmp_path, capsys) -> None:
+def test_money_budget_and_runs_listing(fake_openai, tmp_path, capsys) -> None:
     store = tmp_path / "s.sqlite"
-    rc = run_cli(server, store, "ok", "--attempts", "100", "--price-input", "1000",
+    rc = run_cli(fake_openai, store, "ok", "--attempts", "100", "--price-input", "1000",
                  "--price-output", "2000", "--budget-cost", "0.5", "--concurrency", "1")
     assert rc == 3
     capsys.readouterr()
@@ -126,11 +122,11 @@ def test_money_budget_and_runs_listing(server, tmp_path, capsys) -> None:
     assert "valid" in table and f"{run['cost']:.4f}" in table
 
 
-def test_changed_settings_start_a_new_run(server, tmp_path) -> None:
+def test_changed_settings_start_a_new_run(fake_openai, tmp_path) -> None:
     store = tmp_path / "s.sqlite"
-    assert run_cli(server, store, "ok", "--attempts", "3", "--seed", "1") == 0
-    assert run_cli(server, store, "ok", "--attempts", "5", "--seed", "1") == 0  # continues
-    assert run_cli(server, store, "ok", "--attempts", "2", "--seed", "1", "--temperature", "0.5") == 0
+    assert run_cli(fake_openai, store, "ok", "--attempts", "3", "--seed", "1") == 0
+    assert run_cli(fake_openai, store, "ok", "--attempts", "5", "--seed", "1") == 0  # continues
+    assert run_cli(fake_openai, store, "ok", "--attempts", "2", "--seed", "1", "--temperature", "0.5") == 0
     with RunStore(store, create=False) as s:
         counts = {x.run.id: x.attempts for x in s.run_summaries()}
         params = {r["run_id"]: json.loads(r["params"]) for r in s.iter_attempts()}
@@ -138,7 +134,7 @@ def test_changed_settings_start_a_new_run(server, tmp_path) -> None:
     assert params[2]["temperature"] == 0.5 and params[1]["run_seed"] == 1
 
 
-def test_bad_input_is_one_line(server, tmp_path, capsys) -> None:
+def test_bad_input_is_one_line(tmp_path, capsys) -> None:
     assert main(["run", "words", "--store", str(tmp_path / "x.sqlite"), "--attempts", "3",
                  "--backend", "openai"]) == 2
     assert "needs a model" in capsys.readouterr().err
@@ -149,10 +145,10 @@ def test_bad_input_is_one_line(server, tmp_path, capsys) -> None:
                  "--prompt", str(tmp_path / "nope.txt")]) == 2
 
 
-def test_resume_hint_never_shows_a_key_given_as_a_flag(server, tmp_path, capsys, monkeypatch) -> None:
+def test_resume_hint_never_shows_a_key_given_as_a_flag(fake_openai, tmp_path, capsys, monkeypatch) -> None:
     store = tmp_path / "s.sqlite"
     argv = ["-q", "run", "words", "--store", str(store), "--backend", "openai", "--base-url",
-            server.url, "--model", "ok", "--attempts", "9", "--budget-calls", "2",
+            fake_openai.url, "--model", "ok", "--attempts", "9", "--budget-calls", "2",
             "--api-key", SECRET]
     monkeypatch.setattr("sys.argv", ["detbal", *argv])
     assert main(argv) == 3
@@ -176,9 +172,9 @@ def test_settings_precedence(tmp_path) -> None:
     assert "env-key" not in repr(s)
 
 
-def test_vote_through_the_cli(server, tmp_path) -> None:
+def test_vote_through_the_cli(fake_openai, tmp_path) -> None:
     store = tmp_path / "v.sqlite"
-    assert run_cli(server, store, "ok", "--attempts", "6", "--vote", "3:2", "--seed", "1") == 0
+    assert run_cli(fake_openai, store, "ok", "--attempts", "6", "--vote", "3:2", "--seed", "1") == 0
     rows = attempts(store)
     assert len(rows) == 6
     for r in rows:
@@ -186,13 +182,10 @@ def test_vote_through_the_cli(server, tmp_path) -> None:
         assert r["escape"] in (None, "no_majority", "wrong_sum", "not_a_word", "empty", "same_word")
 
 
-def test_fit_task_is_wired_to_the_cli(server, tmp_path, shared_dir) -> None:
-    pytest.importorskip("detbal.agents.fit")
-    if not (shared_dir / "datasets" / "nikuradse").exists():
-        pytest.skip("no Nikuradse data beside the checkout")
+def test_fit_task_is_wired_to_the_cli(fake_openai, tmp_path, nikuradse) -> None:
     store = tmp_path / "f.sqlite"
     args = ["-q", "run", "fit", "--store", str(store), "--backend", "openai", "--base-url",
-            server.url, "--model", "ok,plan:ok,500", "--islands", "2", "--cycles", "1",
+            fake_openai.url, "--model", "ok,plan:ok,500", "--islands", "2", "--cycles", "1",
             "--rounds", "2", "--starts", "3", "--attempts", "12", "--backoff", "0.01"]
     assert main(args) == 0
     with RunStore(store, create=False) as s:

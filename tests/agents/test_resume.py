@@ -3,64 +3,40 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
-import pytest
-from servers.fake_openai import FakeServer
-
-from support import child_env
-from support.runs import check_complete, count, start_and_wait, words_command
+from support.runs import check_complete, count, kill_9_after, run_child, start_and_wait, words_command
 
 from detbal.cli import main
 from detbal.store import RunStore
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeServer() as srv:
-        yield srv
 
-
-def command(server: FakeServer, store: Path, attempts: int, *extra: str) -> list[str]:
-    return words_command(server.url, store, attempts, *extra)
-
-
-def test_kill_9_then_the_same_command_continues(server, tmp_path) -> None:
+def test_kill_9_then_the_same_command_continues(fake_openai, tmp_path) -> None:
     store = tmp_path / "k.sqlite"
     n = 120
-    cmd = command(server, store, n)
-    proc = start_and_wait(cmd, store, 25)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    killed_at = count(store)
-    assert 25 <= killed_at < n
-    done = subprocess.run(cmd, env=child_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    cmd = words_command(fake_openai.url, store, n)
+    assert 25 <= kill_9_after(cmd, store, 25) < n
+    run_child(cmd)
     rows = check_complete(store, n)
     # prompt words of the resumed part come from valid states found before or after the kill
     valid = {r["target"] for r in rows if r["target"]} | {"BUZZY"}
     assert {r["source"] for r in rows} <= valid
     # running it once more changes nothing
-    again = subprocess.run(cmd, env=child_env(),
-                           capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and count(store) == n
+    run_child(cmd)
+    assert count(store) == n
 
 
-def test_ctrl_c_stops_cleanly_and_prints_how_to_resume(server, tmp_path) -> None:
+def test_ctrl_c_stops_cleanly_and_prints_how_to_resume(fake_openai, tmp_path) -> None:
     store = tmp_path / "c.sqlite"
     n = 150
-    cmd = command(server, store, n)
+    cmd = words_command(fake_openai.url, store, n)
     proc = start_and_wait(cmd, store, 10)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "to continue: detbal" in out and "--attempts 150" in out
-    stopped_at = count(store)
-    assert stopped_at < n
-    done = subprocess.run(cmd, env=child_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert count(store) < n
+    run_child(cmd)
     check_complete(store, n)
 
 
@@ -70,11 +46,11 @@ def outcomes(store: Path) -> list[tuple]:
     return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in rows]
 
 
-def test_replay_reproduces_a_run_offline_and_never_invents(server, tmp_path, monkeypatch) -> None:
+def test_replay_reproduces_a_run_offline_and_never_invents(fake_openai, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     live = tmp_path / "live.sqlite"
     base = ["-q", "run", "words", "--concurrency", "1", "--seed", "5"]
-    assert main([*base, "--store", str(live), "--backend", "openai", "--base-url", server.url,
+    assert main([*base, "--store", str(live), "--backend", "openai", "--base-url", fake_openai.url,
                  "--model", "ok", "--attempts", "40"]) == 0
     replayed = tmp_path / "replay.sqlite"
     assert main([*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(live),
@@ -96,11 +72,11 @@ def test_replay_reproduces_a_run_offline_and_never_invents(server, tmp_path, mon
     assert all((o[1], o[2]) in recorded for o in outcomes(other))
 
 
-def test_replay_into_the_same_store(server, tmp_path, monkeypatch) -> None:
+def test_replay_into_the_same_store(fake_openai, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     store = tmp_path / "same.sqlite"
     base = ["-q", "run", "words", "--concurrency", "1", "--seed", "2", "--store", str(store)]
-    assert main([*base, "--backend", "openai", "--base-url", server.url, "--model", "ok",
+    assert main([*base, "--backend", "openai", "--base-url", fake_openai.url, "--model", "ok",
                  "--attempts", "15"]) == 0
     assert main([*base, "--backend", "replay", "--attempts", "15"]) == 0
     with RunStore(store, create=False) as s:

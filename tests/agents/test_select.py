@@ -9,19 +9,15 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from servers.fake_openai import FakeServer
 from support import NIKURADSE as DATA
-from support import child_env
 from support.fit import ScriptedBackendForBookkeeping, bare_call, table
-from support.runs import check_complete, count, kill_9_after, script, start_and_wait, words_command
+from support.runs import check_complete, count, kill_9_after, run_child, script, words_command
 
 from detbal.agents.fit import FitConfig, run_fit
 from detbal.agents.select import (
@@ -35,11 +31,12 @@ from detbal.agents.select import (
 from detbal.errors import DetbalError
 from detbal.store import RunStore
 
-ENV = child_env()
-
-
-def command(server: FakeServer, store: Path, attempts: int, *extra: str) -> list[str]:
-    return words_command(server.url, store, attempts, *extra)
+def guided_command(server_url: str, store: Path, attempts: int, every: int) -> list[str]:
+    """``detbal run words`` on the fake server, one call at a time, potential-guided draws."""
+    cmd = words_command(server_url, store, attempts, "--select", "potential", "--select-every",
+                        str(every), "--select-tau", "0.5")
+    cmd[cmd.index("--concurrency") + 1] = "1"
+    return cmd
 
 
 # -- the draw --------------------------------------------------------------------
@@ -115,24 +112,12 @@ def test_refit_is_a_pure_function_of_the_stored_prefix() -> None:
 
 # -- the embedded model ----------------------------------------------------------
 
-def _local() -> None:
-    pytest.importorskip("llama_cpp")
-    from detbal.agents.backends.local import packaged_model_path
-
-    try:
-        packaged_model_path()
-    except DetbalError as exc:
-        pytest.skip(str(exc))
-
-
-def test_guided_words_on_the_embedded_model(tmp_path: Path) -> None:
-    _local()
+def test_guided_words_on_the_embedded_model(smollm2: Path, tmp_path: Path) -> None:
     store = tmp_path / "w.sqlite"
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
            "--backend", "local", "--attempts", "16", "--concurrency", "2", "--seed", "4",
            "--select", "potential", "--select-every", "4", "--select-tau", "0.5"]
-    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    run_child(cmd, timeout=300)
     with RunStore(store, create=False) as s:
         (run,) = s.runs()
         rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
@@ -147,9 +132,7 @@ def test_guided_words_on_the_embedded_model(tmp_path: Path) -> None:
         assert sel["rule"] == "potential" and sel["refit_at"] == refit_point(r["seq"], 4)
         assert 0 < sel["p"] <= 1 and sel["candidates"] >= 1
     # a different selection is a different run
-    uni = subprocess.run(cmd[:-6] + ["--select", "uniform"], check=False,
-                         env=ENV, capture_output=True, text=True, timeout=300)
-    assert uni.returncode == 0, uni.stderr
+    run_child(cmd[:-6] + ["--select", "uniform"], timeout=300)
     with RunStore(store, create=False) as s:
         runs = s.runs()
         assert [r.config["select"] for r in runs] == ["potential", "uniform"]
@@ -158,17 +141,13 @@ def test_guided_words_on_the_embedded_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_guided_fit_on_the_embedded_model(tmp_path: Path) -> None:
-    _local()
-    if not (DATA / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
+def test_guided_fit_on_the_embedded_model(smollm2: Path, nikuradse: Path, tmp_path: Path) -> None:
     store = tmp_path / "f.sqlite"
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
            "--backend", "local", "--attempts", "9", "--islands", "1", "--population", "4",
            "--starts", "10", "--max-tokens", "160", "--seed", "2", "--select", "potential",
-           "--select-every", "3", "--data-dir", str(DATA)]
-    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+           "--select-every", "3", "--data-dir", str(nikuradse)]
+    run_child(cmd, timeout=600)
     with RunStore(store, create=False) as s:
         (run,) = s.runs()
         rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
@@ -181,42 +160,25 @@ def test_guided_fit_on_the_embedded_model(tmp_path: Path) -> None:
 
 # -- kill -9 under guidance ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeServer() as srv:
-        yield srv
-
-
-def test_kill_9_mid_guided_words_run_continues_the_same_selection(server, tmp_path) -> None:
+def test_kill_9_mid_guided_words_run_continues_the_same_selection(fake_openai, tmp_path) -> None:
     store = tmp_path / "k.sqlite"
     n, every, seed = 80, 5, 11
-    cmd = command(server, store, n, "--select", "potential", "--select-every", str(every),
-                  "--select-tau", "0.5")
-    cmd[cmd.index("--concurrency") + 1] = "1"
-    proc = start_and_wait(cmd, store, 22)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    killed_at = count(store)
-    assert 22 <= killed_at < n
-    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    cmd = guided_command(fake_openai.url, store, n, every)
+    assert 22 <= kill_9_after(cmd, store, 22) < n
+    run_child(cmd)
     _assert_draws_follow_the_stored_prefix(sorted(check_complete(store, n), key=lambda r: r["seq"]),
                                            every, seed)
 
 
-def test_call_budget_under_guidance_stops_and_the_next_session_continues_the_draws(server, tmp_path) -> None:
+def test_call_budget_under_guidance_stops_and_the_next_session_continues_the_draws(fake_openai,
+                                                                                   tmp_path) -> None:
     store = tmp_path / "b.sqlite"
     n, every, seed = 40, 5, 11
-    cmd = command(server, store, n, "--select", "potential", "--select-every", str(every),
-                  "--select-tau", "0.5")
-    cmd[cmd.index("--concurrency") + 1] = "1"
+    cmd = guided_command(fake_openai.url, store, n, every)
     for budget, stored in (("13", 13), ("27", 27)):
-        done = subprocess.run(cmd + ["--budget-calls", budget], check=False, env=ENV,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 3, done.stderr  # stopped by the budget, resumable
+        run_child(cmd + ["--budget-calls", budget], returncode=3)  # stopped by the budget, resumable
         assert count(store) == stored
-    done = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    run_child(cmd)
     _assert_draws_follow_the_stored_prefix(sorted(check_complete(store, n), key=lambda r: r["seq"]),
                                            every, seed)
 
@@ -256,10 +218,7 @@ def _selections(store: RunStore, run_id: int) -> list[Any]:
             for r in sorted(store.iter_attempts([run_id]), key=lambda r: r["seq"])]
 
 
-def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
-    if not (DATA / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
-    monkeypatch.setenv("DETBAL_DATA_DIR", str(DATA))
+def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, nikuradse: Path) -> None:
     cfg = _guided_fit_config()
     db = tmp_path / "killed.db"
     with RunStore(db) as store:

@@ -1,7 +1,7 @@
 """The one agent driver from Python: ``detbal.run_agent`` for both tasks, budgets, resume, atomic units.
 
-Words run against the fake OpenAI server (``tests/servers/fake_openai.py``, one per run, so
-its answer counter starts at 0); fit runs use the scripted bookkeeping backend
+Words run against the session's fake OpenAI server (``fake_openai``, reset before each run,
+so its answer counter starts at 0); fit runs use the scripted bookkeeping backend
 (``tests/support/fit.py``).  A run stopped by its budget and continued by the same call
 must store exactly what an uninterrupted run stores.
 """
@@ -39,18 +39,20 @@ def _word_rows(store: RunStore, run_id: int) -> list[tuple[Any, ...]]:
              json.loads(r["params"])["seed"]) for r in rows]
 
 
-def _words_uninterrupted(path: Path, task: WordTask, n: int) -> list[tuple[Any, ...]]:
-    with FakeServer() as server, RunStore(path) as store:
+def _words_uninterrupted(server: FakeServer, path: Path, task: WordTask, n: int) -> list[tuple[Any, ...]]:
+    with RunStore(path) as store:
         res = detbal.run_agent(store, task, _openai(server), attempts=n, close_backends=True)
         assert res.done and res.stored == n
         return _word_rows(store, res.run_id)
 
 
-def test_words_budget_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_words_budget_stop_then_resume_equals_an_uninterrupted_run(fake_openai: FakeServer,
+                                                                   tmp_path: Path) -> None:
     task = detbal.WordTask(target=100, seed=11)
-    want = _words_uninterrupted(tmp_path / "ref.sqlite", task, 30)
+    want = _words_uninterrupted(fake_openai, tmp_path / "ref.sqlite", task, 30)
     ticks: list[int] = []
-    with FakeServer() as server, RunStore(tmp_path / "s.sqlite") as store:
+    server = fake_openai.reset()
+    with RunStore(tmp_path / "s.sqlite") as store:
         first = detbal.run_agent(store, task, _openai(server), attempts=30, budget=Budget(max_calls=12),
                                  progress=lambda n=1, **_: ticks.append(n), close_backends=True)
         assert first.created and first.stopped_by == "budget" and "call budget" in first.stopped
@@ -69,8 +71,10 @@ def test_words_budget_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Pat
     assert set(rest.summary["found"]) == valid and rest.summary["valid_states"] == len(valid)
 
 
-def test_run_agent_opens_the_matching_run_and_checks_its_input(tmp_path: Path) -> None:
-    with FakeServer() as server, RunStore(tmp_path / "o.sqlite") as store:
+def test_run_agent_opens_the_matching_run_and_checks_its_input(fake_openai: FakeServer,
+                                                               tmp_path: Path) -> None:
+    server = fake_openai
+    with RunStore(tmp_path / "o.sqlite") as store:
         def run(task: WordTask, **kw: Any) -> Any:  # a client per event loop
             return detbal.run_agent(store, task, _openai(server), close_backends=True, **kw)
 
@@ -124,13 +128,6 @@ def test_both_tasks_implement_the_one_protocol() -> None:
 # -- the fit task under the same driver -----------------------------------------------------------
 
 
-@pytest.fixture
-def nikuradse(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (NIKURADSE / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
-    monkeypatch.setenv("DETBAL_DATA_DIR", str(NIKURADSE))
-
-
 def _fit_task(**kw: Any) -> FitTask:
     base = dict(islands=3, cycles=2, rounds=2, per_round=3, starts=12, population=4, seed=11)
     return detbal.FitTask(**(base | kw))
@@ -147,7 +144,7 @@ def _whole_rounds(seqs: set[int], n: int = 3) -> bool:
     return all(all(r * n + s in seqs for s in range(n)) for r in {q // n for q in seqs})
 
 
-def test_fit_budget_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, nikuradse: None) -> None:
+def test_fit_budget_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, nikuradse: Path) -> None:
     task = _fit_task()
     want = _fit_reference(tmp_path / "ref.sqlite", task)
     with RunStore(tmp_path / "s.sqlite") as store:
@@ -166,7 +163,7 @@ def test_fit_budget_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
         assert other.created and other.stored == 6
 
 
-def test_a_round_is_committed_whole_or_not_at_all(tmp_path: Path, nikuradse: None,
+def test_a_round_is_committed_whole_or_not_at_all(tmp_path: Path, nikuradse: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A store write failing on the second attempt of round 2 leaves none of that round."""
     task = _fit_task()
@@ -196,7 +193,7 @@ def _child(db: str) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_leaves_whole_rounds_and_the_run_resumes(tmp_path: Path, nikuradse: None) -> None:
+def test_kill_9_leaves_whole_rounds_and_the_run_resumes(tmp_path: Path, nikuradse: Path) -> None:
     task = _fit_task()
     db = tmp_path / "killed.sqlite"
     assert kill_9_after(script(__file__, str(db)), db, 7, timeout=120) >= 7

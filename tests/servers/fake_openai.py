@@ -15,7 +15,9 @@ empty answers.  Every request is logged in :attr:`FakeServer.log` as
 ``(monotonic time, model, action)``.
 
 Run in a thread (``with FakeServer() as srv: srv.url``) or as a process
-(``python tests/servers/fake_openai.py --port 0`` prints ``PORT <n>``).
+(``python tests/servers/fake_openai.py --port 0`` prints ``PORT <n>``).  The tests share one
+server for the session (``fake_openai`` in ``tests/conftest.py``), which calls :meth:`FakeServer.reset`
+before each test: the log, the plan counters and the answer counter start again from nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class FakeServer:
         self.port = port
         self.retry_after = retry_after
         self.answers = answers
+        self._defaults = (retry_after, answers)
         self.log: list[tuple[float, str, str]] = []
         self._counters: dict[str, int] = defaultdict(int)
         self._answer_i = 0
@@ -94,6 +97,27 @@ class FakeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def reset(self, *, retry_after: float | None = None,
+              answers: tuple[str, ...] | None = None) -> FakeServer:
+        """Forget every request (log, plan counters, answer counter) and serve ``answers`` with
+        ``Retry-After: retry_after`` from now on (``None``: the values the server was made with).
+        Done on the server's own thread, between two requests."""
+        def clear() -> None:
+            self.log.clear()
+            self._counters.clear()
+            self._answer_i = 0
+            self.retry_after = self._defaults[0] if retry_after is None else retry_after
+            self.answers = self._defaults[1] if answers is None else answers
+
+        if self._loop is None:
+            clear()
+        else:
+            async def on_loop() -> None:
+                clear()
+
+            asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result(5)
+        return self
 
     def actions(self, model: str) -> list[str]:
         return [a for _, m, a in self.log if m == model]

@@ -10,6 +10,8 @@ REPO = TESTS.parent
 SHARED = REPO.parent / "shared"
 DATA = TESTS / "data"
 """Small files recorded for the tests (the paper's counts, recorded model answers)."""
+CLAUDE4_CSV = DATA / "claude4.csv"
+"""The paper's Claude-4 word counts as a CSV (``source,target,count``)."""
 NIKURADSE = SHARED / "datasets" / "nikuradse"
 """Nikuradse's measurements beside the checkout (skipped where absent)."""
 

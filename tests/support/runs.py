@@ -37,6 +37,15 @@ def start_and_wait(cmd: list[str], store: Path, at_least: int, *, env: dict[str,
     return proc
 
 
+def run_child(cmd: list[str], *, returncode: int = 0, env: dict[str, str] | None = None,
+              timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run ``cmd`` to its end in a child process; it must exit with ``returncode``."""
+    done = subprocess.run(cmd, check=False, env=env or child_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == returncode, done.stderr
+    return done
+
+
 def kill_9_after(cmd: list[str], store: Path, at_least: int, *, env: dict[str, str] | None = None,
                  timeout: float = 60.0) -> int:
     """Run ``cmd`` until ``at_least`` attempts are stored, kill -9 it; the attempts stored then."""
