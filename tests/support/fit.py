@@ -10,6 +10,11 @@ from typing import Any
 from detbal.agents.backends.base import Completion, Message, SamplingParams
 from detbal.store import RunStore
 
+SMALL_FIT: dict[str, Any] = {"islands": 3, "cycles": 2, "rounds": 2, "per_round": 3, "starts": 12,
+                             "population": 4, "seed": 11}
+"""A small fit run for bookkeeping tests: 3 islands x 2 cycles x 2 rounds x 3 = 36 attempts
+(settings of ``FitConfig`` and ``detbal.FitTask`` alike)."""
+
 FORMULAS = [
     "param1 + param2*tanh(param3*(log_v_k_nu - param4))",
     "param1*log_v_k_nu**2 + param2*log_v_k_nu + param3",

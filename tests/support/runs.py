@@ -69,6 +69,14 @@ def check_complete(store: Path, n: int) -> list[dict]:
     return rows
 
 
+def outcomes(store: Path) -> list[tuple]:
+    """``(seq, source, raw_answer, target, escape)`` of every stored attempt, by seq: what a
+    replay must reproduce."""
+    with RunStore(store, create=False) as s:
+        rows = sorted(s.iter_attempts(), key=lambda r: r["seq"])
+    return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in rows]
+
+
 def words_command(server_url: str, store: Path, attempts: int, *extra: str) -> list[str]:
     """``detbal run words`` against the fake OpenAI server, four calls at a time."""
     return [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),

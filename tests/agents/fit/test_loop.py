@@ -30,21 +30,17 @@ from detbal.store import ESCAPE_CATEGORIES, RunStore
 
 from support import DATA as TEST_DATA
 from support import NIKURADSE as DATA
-from support.fit import ScriptedBackendForBookkeeping, bare_call, table
+from support.fit import SMALL_FIT, ScriptedBackendForBookkeeping, bare_call, table
 from support.runs import kill_9_after, script
 
 
 @pytest.fixture(autouse=True)
-def _data(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (DATA / "nikuradse_raw.csv").is_file():
-        pytest.skip("shared Nikuradse data not present")
-    monkeypatch.setenv("DETBAL_DATA_DIR", str(DATA))
+def _data(nikuradse: Path) -> None:
+    """Every test here reads Nikuradse's data (``DETBAL_DATA_DIR``); skipped where absent."""
 
 
 def _config(**kw: Any) -> FitConfig:
-    base = dict(islands=3, cycles=2, rounds=2, per_round=3, starts=12, population=4, seed=11)
-    base.update(kw)
-    return FitConfig(**base)
+    return FitConfig(**(SMALL_FIT | kw))
 
 
 def _run(store: RunStore, run_id: int, backends: list[Any], cfg: FitConfig, **kw: Any) -> Any:
@@ -54,6 +50,13 @@ def _run(store: RunStore, run_id: int, backends: list[Any], cfg: FitConfig, **kw
 
 def _new_run(store: RunStore, cfg: FitConfig) -> int:
     return store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
+
+
+def _reference_run(store: RunStore, cfg: FitConfig) -> int:
+    """A new run of ``cfg`` done whole, uninterrupted, by the scripted backend (to compare with)."""
+    ref = _new_run(store, cfg)
+    _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+    return ref
 
 
 @pytest.mark.parametrize("mode", ["two-call", "one-call"])
@@ -103,8 +106,7 @@ def test_every_attempt_is_a_transition_or_a_categorised_escape(tmp_path: Path, m
 def test_partial_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     cfg = _config()
     with RunStore(tmp_path / "s.db") as store:
-        ref = _new_run(store, cfg)
-        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        ref = _reference_run(store, cfg)
         rid = _new_run(store, cfg)
         first = _run(store, rid, [ScriptedBackendForBookkeeping()], cfg, attempts=20, concurrency=3)
         assert first.stored == 20 and sorted(store.stored_seqs(rid)) == list(range(20))
@@ -159,8 +161,7 @@ def test_budget_stop_stores_nothing_half_done_and_resumes(tmp_path: Path) -> Non
 
     cfg = _config()
     with RunStore(tmp_path / "s.db") as store:
-        ref = _new_run(store, cfg)
-        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        ref = _reference_run(store, cfg)
         rid = _new_run(store, cfg)
         budget = Budget(max_calls=10)
 
@@ -246,8 +247,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         assert res.stored == 36 and res.committed == 36 - len(before)
         got = table(store, 1)
     with RunStore(ref_db) as store:
-        ref = _new_run(store, cfg)
-        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        ref = _reference_run(store, cfg)
         want = table(store, ref)
     assert got == want
 
@@ -460,8 +460,7 @@ def test_sigint_stops_cleanly_and_the_run_resumes(tmp_path: Path, signals: int) 
                 os.kill(os.getpid(), signal.SIGINT)
 
     with RunStore(tmp_path / "s.db") as store:
-        ref = _new_run(store, cfg)
-        _run(store, ref, [ScriptedBackendForBookkeeping()], cfg)
+        ref = _reference_run(store, cfg)
         rid = _new_run(store, cfg)
         res = _run(store, rid, [ScriptedBackendForBookkeeping(delay=0.01)], cfg, concurrency=3,
                    progress=progress, handle_signals=True)
