@@ -52,3 +52,13 @@ def test_a_scheduler_that_does_not_answer_is_one_line() -> None:
         DaskBackend.connect("tcp://127.0.0.1:9", timeout=1)
     assert "cannot connect to the Dask scheduler at tcp://127.0.0.1:9" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_without_dask_a_scheduler_says_what_to_install(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    for scheduler in ("local:1", "tcp://127.0.0.1:8786"):
+        with pytest.raises(DetbalError, match=r"needs dask: pip install 'dask\[distributed\]'"):
+            make_backend(scheduler)
+    assert isinstance(make_backend(None), SerialBackend)  # the default needs no dask
