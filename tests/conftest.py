@@ -48,6 +48,18 @@ def smollm2() -> Path:
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def planted_study():
+    """``(pc, kernel)``: counts sampled from a 60-state chain whose potential is
+    V = 1.6 f1 - f2^2 of three state features (``detbal.systems.planted_chain``, seed 0), and
+    their kernel (default estimate)."""
+    from detbal.analysis.counts import estimate_kernel
+    from detbal.systems import planted_chain
+
+    pc = planted_chain(60, "1.6*f1 - f2**2", seed=0)
+    return pc, estimate_kernel(pc.counts)
+
+
 # -- the fake OpenAI-compatible server (tests/servers/fake_openai.py) ------------------------
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import detbal
 from detbal.errors import DetbalError
+from support import CLAUDE4_CSV
 
 HEAVY = ("numba", "matplotlib", "scipy", "deap", "pysr", "openai", "llama_cpp")
 
@@ -44,7 +45,7 @@ def test_import_is_light_and_names_are_public() -> None:
 
 def test_claude4_worked_example_through_the_api(claude_counts, tmp_path: Path) -> None:
     """The paper's numbers: V(PERSONAL) - V(ATTITUDE) = 4.07, V(PROBLEMS) - V(ATTITUDE) = 5.18."""
-    with open(Path(__file__).parent / "data" / "claude4.csv", newline="") as fh:
+    with open(CLAUDE4_CSV, newline="") as fh:
         rows = [(r["source"], r["target"], int(r["count"])) for r in csv.DictReader(fh)]
     counts = detbal.TransitionCounts.from_rows(rows)
     assert counts.states == claude_counts.states
@@ -184,7 +185,7 @@ def test_load_counts_from_an_open_store(tmp_path: Path, claude_counts) -> None:
     from detbal.io import import_into_store
 
     with detbal.RunStore(tmp_path / "s.sqlite") as store:
-        import_into_store(Path(__file__).parent / "data" / "claude4.csv", store)
+        import_into_store(CLAUDE4_CSV, store)
         from_store = detbal.load_counts(store)
     from_path = detbal.load_counts(tmp_path / "s.sqlite")
     for c in (from_store, from_path):

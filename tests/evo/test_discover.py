@@ -10,26 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detbal.analysis.counts import estimate_kernel
 from detbal.analysis.potential import LeastActionPotential
 from detbal.errors import DetbalError
 from detbal.evo import registry
 from detbal.evo.discover import DiscoveryResult, discover, study_of
 from detbal.evo.engines import ENGINES, GPEngine, make_engine
 from detbal.evo.pareto import COLUMNS, Formula
-from detbal.systems import planted_chain
 
 TRUTH = "1.6*f1 - f2**2"
 #: tiny budgets: seconds per engine
 BUDGET = {"gp": {"population": 60, "generations": 8},
           "operon": {"population": 100, "generations": 20},
           "pysr": {"iterations": 5}}
-
-
-@pytest.fixture(scope="module")
-def planted():
-    pc = planted_chain(60, TRUTH, seed=0)
-    return pc, estimate_kernel(pc.counts)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +52,9 @@ def _needs(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ["gp", "operon", "pysr"])
-def test_every_engine_returns_a_discovery_result_near_the_planted_potential(planted, engine: str) -> None:
+def test_every_engine_returns_a_discovery_result_near_the_planted_potential(planted_study, engine: str) -> None:
     _needs(engine)
-    pc, kernel = planted
+    pc, kernel = planted_study
     res = discover(kernel, engine, features=pc.features, seed=0, **BUDGET[engine])
     assert isinstance(res, DiscoveryResult) and res.engine == engine
     assert isinstance(res.best, Formula) and res.front and res.best in res.formulas
@@ -91,8 +83,8 @@ def test_family49_result_is_a_real_formula(family_study) -> None:
     assert np.corrcoef(res.V, V_true)[0, 1] > 0.8
 
 
-def test_pareto_table_exports_identically_to_sympy_and_latex(planted) -> None:
-    pc, kernel = planted
+def test_pareto_table_exports_identically_to_sympy_and_latex(planted_study) -> None:
+    pc, kernel = planted_study
     res = discover(kernel, "gp", features=pc.features, seed=2, **BUDGET["gp"])
     rows = res.table()
     assert len(rows) == len(res.formulas) and all(tuple(r) == COLUMNS or set(r) == set(COLUMNS) for r in rows)
@@ -104,8 +96,8 @@ def test_pareto_table_exports_identically_to_sympy_and_latex(planted) -> None:
                                    f.evaluate(pc.features.X), rtol=1e-12)
 
 
-def test_save_writes_what_the_command_writes(planted, tmp_path: Path) -> None:
-    pc, kernel = planted
+def test_save_writes_what_the_command_writes(planted_study, tmp_path: Path) -> None:
+    pc, kernel = planted_study
     res = discover(kernel, "gp", features=pc.features, seed=0, **BUDGET["gp"])
     summary = res.save(tmp_path / "disc", figures=False)
     assert set(summary["files"]) == {"summary.json", "formulas.csv", "potentials.csv"}
@@ -116,8 +108,8 @@ def test_save_writes_what_the_command_writes(planted, tmp_path: Path) -> None:
         assert [r["sympy"] for r in csv.DictReader(fh)] == [f.sympy for f in res.formulas]
 
 
-def test_compare_with_a_given_numeric_potential(planted) -> None:
-    pc, kernel = planted
+def test_compare_with_a_given_numeric_potential(planted_study) -> None:
+    pc, kernel = planted_study
     res = discover(kernel, "gp", features=pc.features, seed=0, **BUDGET["gp"])
     fit = LeastActionPotential(penalty="softplus").fit(kernel)
     c = res.compare(fit, holdout=0)
@@ -128,9 +120,9 @@ def test_compare_with_a_given_numeric_potential(planted) -> None:
 
 
 @pytest.mark.parametrize("engine", ["gp", "family49", "operon"])
-def test_seeded_runs_repeat_and_leave_global_random_state_alone(planted, family_study, engine: str) -> None:
+def test_seeded_runs_repeat_and_leave_global_random_state_alone(planted_study, family_study, engine: str) -> None:
     _needs(engine)
-    pc, kernel = planted
+    pc, kernel = planted_study
     data = (family_study[0],) if engine == "family49" else (kernel,)
     kw = {"max_evals": 60} if engine == "family49" else dict(BUDGET[engine], features=pc.features)
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -142,8 +134,8 @@ def test_seeded_runs_repeat_and_leave_global_random_state_alone(planted, family_
     assert [(f.sympy, f.action) for f in a.formulas] == [(f.sympy, f.action) for f in b.formulas]
 
 
-def test_engine_settings_and_errors_name_parameters(planted) -> None:
-    pc, kernel = planted
+def test_engine_settings_and_errors_name_parameters(planted_study) -> None:
+    pc, kernel = planted_study
     assert set(ENGINES) == {"gp", "family49", "operon", "pysr"}
     assert isinstance(make_engine("gp", population=10), GPEngine)
     with pytest.raises(ValueError, match="max_evals"):
@@ -161,7 +153,7 @@ def test_engine_settings_and_errors_name_parameters(planted) -> None:
     assert res.settings["population"] == 20
 
 
-def test_pysr_equations_become_scored_formulas_without_julia(planted, monkeypatch) -> None:
+def test_pysr_equations_become_scored_formulas_without_julia(planted_study, monkeypatch) -> None:
     """The conversion of PySR's table (Julia cannot run here): a stand-in regressor reports
     equations in PySR's columns; each becomes a registry Formula scored by the action."""
     import sys
@@ -192,7 +184,7 @@ def test_pysr_equations_become_scored_formulas_without_julia(planted, monkeypatc
     monkeypatch.setitem(sys.modules, "pysr", types.SimpleNamespace(PySRRegressor=FakeRegressor))
     for var in ("PYTHON_JULIAPKG_OFFLINE", "PYTHON_JULIAPKG_EXE"):  # run_pysr sets them
         monkeypatch.setenv(var, "")
-    pc, kernel = planted
+    pc, kernel = planted_study
     study = study_of(kernel, features=pc.features)
     X, names, _ = gp_features(study.features, kernel)
     found = run_pysr(X, names, study.fit, kernel, status=PySRStatus(True, "ok", "julia", "1.10"))

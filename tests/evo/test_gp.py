@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import sympy
 
-from detbal.analysis.counts import estimate_kernel
 from detbal.analysis.potential import LeastActionPotential
 from detbal.errors import DetbalError
 from detbal.evo import registry
-from detbal.systems import planted_chain
 from detbal.evo.gp import GPConfig, best_scale, primitive_set, run_gp
 from detbal.evo.pareto import Formula, pareto_front
 
@@ -92,9 +90,9 @@ def test_feature_names_become_safe_symbols() -> None:
 
 # -- fitness ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def planted():
-    pc = planted_chain(60, "1.6*f1 - f2**2", seed=0)
-    kernel = estimate_kernel(pc.counts)
+def planted(planted_study):
+    """The shared planted study (tests/conftest.py) with its numeric potential."""
+    pc, kernel = planted_study
     fit = LeastActionPotential().fit(kernel)
     return pc, kernel, fit
 
