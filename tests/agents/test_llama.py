@@ -25,7 +25,7 @@ from detbal.agents.backends.openai_compat import OpenAIBackend, OpenAISettings  
 from detbal.agents.words import PromptTemplate  # noqa: E402
 from detbal.cli import main  # noqa: E402
 from detbal.store import ESCAPE_CATEGORIES, RunStore  # noqa: E402
-from support.runs import check_complete, count, kill_9_after, outcomes, run_child  # noqa: E402
+from support.runs import check_complete, count, detbal_command, kill_9_after, outcomes, run_child  # noqa: E402
 
 
 def _free_port() -> int:
@@ -118,8 +118,8 @@ def test_embedded_backend_is_seeded_and_pooled(smollm2: Path) -> None:
 
 def test_local_backend_through_the_cli_and_kill_free_rerun(smollm2: Path, tmp_path: Path) -> None:
     store = tmp_path / "l.sqlite"
-    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
-           "--backend", "local", "--attempts", "12", "--concurrency", "2", "--instances", "1",
+    cmd = [*detbal_command("run", "words"), "--store", str(store), "--backend", "local",
+           "--attempts", "12", "--concurrency", "2", "--instances", "1",
            "--relaxed", "--max-tokens", "6", "--seed", "4"]
     assert "12/12 attempts stored" in run_child(cmd, timeout=180).stdout
 
@@ -174,7 +174,7 @@ def test_constrained_local_words_survive_kill_9_and_replay(smollm2: Path, tmp_pa
     _word_grammar()
     store = tmp_path / "k.sqlite"
     n = 30
-    base = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--concurrency", "1",
+    base = [*detbal_command("run", "words"), "--concurrency", "1",
             "--instances", "1", "--seed", "4"]
     cmd = [*base, "--store", str(store), "--backend", "local", "--attempts", str(n)]
     assert 5 <= kill_9_after(cmd, store, 5, timeout=120) < n
@@ -230,8 +230,8 @@ def test_constrained_fit_on_the_embedded_model_survives_kill_9(smollm2: Path, ni
     only, every call's answer stored once."""
     store = tmp_path / "k.sqlite"
     n = 12
-    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
-           "--backend", "local", "--islands", "2", "--cycles", "1", "--rounds", "2", "--starts", "10",
+    cmd = [*detbal_command("run", "fit"), "--store", str(store), "--backend", "local",
+           "--islands", "2", "--cycles", "1", "--rounds", "2", "--starts", "10",
            "--seed", "5", "--concurrency", "1", "--attempts", str(n)]
     assert 3 <= kill_9_after(cmd, store, 3, timeout=180) < n
     run_child(cmd, timeout=300)

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 from support import NIKURADSE as DATA
 from support.fit import ScriptedBackendForBookkeeping, bare_call, table
-from support.runs import check_complete, count, kill_9_after, run_child, script, words_command
+from support.runs import (
+    check_complete,
+    count,
+    detbal_command,
+    kill_9_after,
+    run_child,
+    script,
+    words_command,
+)
 
 from detbal.agents.fit import FitConfig, run_fit
 from detbal.agents.select import (
@@ -114,8 +122,8 @@ def test_refit_is_a_pure_function_of_the_stored_prefix() -> None:
 
 def test_guided_words_on_the_embedded_model(smollm2: Path, tmp_path: Path) -> None:
     store = tmp_path / "w.sqlite"
-    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
-           "--backend", "local", "--attempts", "16", "--concurrency", "2", "--seed", "4",
+    cmd = [*detbal_command("run", "words"), "--store", str(store), "--backend", "local",
+           "--attempts", "16", "--concurrency", "2", "--seed", "4",
            "--select", "potential", "--select-every", "4", "--select-tau", "0.5"]
     run_child(cmd, timeout=300)
     with RunStore(store, create=False) as s:
@@ -143,8 +151,8 @@ def test_guided_words_on_the_embedded_model(smollm2: Path, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_guided_fit_on_the_embedded_model(smollm2: Path, nikuradse: Path, tmp_path: Path) -> None:
     store = tmp_path / "f.sqlite"
-    cmd = [sys.executable, "-m", "detbal.cli", "-q", "run", "fit", "--store", str(store),
-           "--backend", "local", "--attempts", "9", "--islands", "1", "--population", "4",
+    cmd = [*detbal_command("run", "fit"), "--store", str(store), "--backend", "local",
+           "--attempts", "9", "--islands", "1", "--population", "4",
            "--starts", "10", "--max-tokens", "160", "--seed", "2", "--select", "potential",
            "--select-every", "3", "--data-dir", str(nikuradse)]
     run_child(cmd, timeout=600)

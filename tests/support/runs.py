@@ -77,8 +77,13 @@ def outcomes(store: Path) -> list[tuple]:
     return [(r["seq"], r["source"], r["raw_answer"], r["target"], r["escape"]) for r in rows]
 
 
+def detbal_command(*args: str) -> list[str]:
+    """``detbal -q ARGS`` as a child process of this interpreter (run with :func:`run_child`)."""
+    return [sys.executable, "-m", "detbal.cli", "-q", *args]
+
+
 def words_command(server_url: str, store: Path, attempts: int, *extra: str) -> list[str]:
     """``detbal run words`` against the fake OpenAI server, four calls at a time."""
-    return [sys.executable, "-m", "detbal.cli", "-q", "run", "words", "--store", str(store),
-            "--backend", "openai", "--base-url", server_url, "--model", "plan:delay0.02",
+    return [*detbal_command("run", "words"), "--store", str(store), "--backend", "openai",
+            "--base-url", server_url, "--model", "plan:delay0.02",
             "--attempts", str(attempts), "--concurrency", "4", "--seed", "11", *extra]
