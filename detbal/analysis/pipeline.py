@@ -41,25 +41,12 @@ def load_kernel(
     return estimate_kernel(counts, n0, min_source_count=min_source_count, total_attempts=attempts)
 
 
-def run_analysis(
-    input_path: str | Path,
-    out_dir: str | Path,
-    *,
-    n0: N0Mode = "empirical",
-    min_source_count: float | None = None,
-    attempts: float | None = None,
-    states: str = "text",
-    penalty: str = "exp",
-    figures: bool = True,
-    ui: ProgressUI | None = None,
-    figure_process: bool = False,
-    **options: Any,
-) -> AnalysisResult:
+def run_analysis(input_path: str | Path, out_dir: str | Path, **options: Any) -> AnalysisResult:
     """Analyse a store or importable file and write summary.json, potential.csv and (with
     ``figures``) report.md and the figures into ``out_dir``; returns the
     :class:`~detbal.analysis.result.AnalysisResult` (its ``timings`` include ``load``).
 
-    ``states`` goes to :func:`~detbal.analysis.counts.load_counts` (``"canonical"``: one
+    Options (keywords; defaults as in :func:`_run`, the one signature): ``states`` goes to :func:`~detbal.analysis.counts.load_counts` (``"canonical"``: one
     state per canonical form); ``n0``, ``min_source_count`` and ``attempts`` (``total_attempts``) go to
     :func:`~detbal.analysis.counts.estimate_kernel`; ``penalty`` (the action's K), ``ui`` (as
     its ``progress``) and ``options``
@@ -68,8 +55,7 @@ def run_analysis(
     the figures in a child process while the rest is computed (for ``__main__``-guarded
     programs such as the ``detbal`` command; see :class:`report.FigureMaker`).
     """
-    return _run(input_path, out_dir, n0=n0, min_source_count=min_source_count, attempts=attempts,
-                states=states, penalty=penalty, figures=figures, ui=ui, figure_process=figure_process, **options)[0]
+    return _run(input_path, out_dir, **options)[0]
 
 
 def analyze(
