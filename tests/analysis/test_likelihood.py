@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from support import DATA
 
 from detbal.analysis._newton import CONVERGED_F, CONVERGED_G, minimise_action
 from detbal.analysis.action import SOFTPLUS
@@ -270,14 +269,10 @@ def test_deviance_test_stops_early_with_the_same_decision() -> None:
     assert early.rejects == full.rejects
 
 
-def test_claude4_worked_example_with_the_likelihood_potential() -> None:
+def test_claude4_worked_example_with_the_likelihood_potential(claude_counts) -> None:
     """The paper's Claude-4 counts (uniform N0 = 4000): PERSONAL 4.07 and PROBLEMS 5.18 above
     ATTITUDE, as least action gives; the one-way states get numbers with wide errors."""
-
-    from detbal.io import read_transitions
-
-    counts = TransitionCounts.from_rows(read_transitions(DATA / "claude4.csv"))
-    k = estimate_kernel(counts, "uniform", total_attempts=20000)
+    k = estimate_kernel(claude_counts, "uniform", total_attempts=20000)
     fit = LikelihoodPotential(gauge="ATTITUDE").fit(k)
     pot = fit.potential
     assert pot.value("PERSONAL") == pytest.approx(math.log(3879 / 66), abs=0.01)

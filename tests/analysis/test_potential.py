@@ -7,13 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from support import DATA
 
 from detbal.analysis.action import action, action_and_gradient, k_zero, kernel_value
 from detbal.analysis.counts import TransitionCounts, estimate_kernel
 from detbal.analysis.potential import LeastActionPotential, fit_potential
 from detbal.errors import DetbalError
-from detbal.io import read_transitions
 from detbal.systems import driven_chain, metropolis_chain, sample_agent
 
 KERNELS = ("exp", "softplus")
@@ -118,9 +116,8 @@ def test_exp_clipped_path_for_huge_potentials(beta) -> None:
 
 # -- the Claude-4 worked example ---------------------------------------------
 @pytest.fixture(scope="module")
-def claude4():
-    counts = TransitionCounts.from_rows(read_transitions(DATA / "claude4.csv"))
-    return estimate_kernel(counts, "uniform", total_attempts=20000)
+def claude4(claude_counts):
+    return estimate_kernel(claude_counts, "uniform", total_attempts=20000)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
