@@ -157,8 +157,10 @@ def _beyond_lines(res: AnalysisResult) -> list[str]:
         per_df = d.deviance / d.df if d.df > 0 else math.nan
         out.append(f"deviance test: df {d.df}, G2/df {_f(per_df)}, p {_f(d.p.value)} ({how})")
     r, e = res.nonequilibrium.rms_affinity, res.nonequilibrium.entropy_production
+    skipped = res.nonequilibrium.entropy_skipped
     out.append(f"RMS cycle affinity {_f(r.estimate)} [{_f(r.ci_low)}, {_f(r.ci_high)}],"
-               f" entropy production {_f(e.estimate)} [{_f(e.ci_low)}, {_f(e.ci_high)}] per step")
+               + (f" entropy production not computed ({skipped})" if skipped else
+                  f" entropy production {_f(e.estimate)} [{_f(e.ci_low)}, {_f(e.ci_high)}] per step"))
     lik = res.likelihood
     if lik is not None:
         from detbal.analysis.summary import summarise

@@ -300,7 +300,16 @@ def _main_pair_component(n: int, pairs: _Pairs) -> np.ndarray:
     return labels[pairs.f] == int(np.argmax(sizes))
 
 
-def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs) -> tuple[float, int]:
+#: largest component whose stationary distribution is solved directly (SuperLU); beyond it
+#: the entropy production is not computed: at 580,791 states one solve took over 16
+#: CPU-minutes and 3 GiB, and the bootstrap needs one a replicate (docs/performance.md)
+ENTROPY_MAX_STATES = 200_000
+
+
+def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs,
+                    max_states: int | None = None) -> tuple[float, int]:
+    """Entropy production on the largest component of pairs seen both ways, and its number of
+    states; NaN when there is none or it has more than ``max_states`` states."""
     main = _main_pair_component(kernel.n_states, pairs)
     if not main.any():
         return math.nan, 0
@@ -316,6 +325,8 @@ def _kernel_entropy(kernel: Kernel, count: np.ndarray, pairs: _Pairs) -> tuple[f
     rates = _rates(count[e], kernel.n0[kernel.src[e]], kernel.mode)
     src = kernel.src[e]
     states = int(np.count_nonzero(np.diff(src)) + 1)
+    if max_states is not None and states > max_states:
+        return math.nan, states
     return _entropy_production(kernel.n_states, src, kernel.dst[e], rates, rev), states
 
 
@@ -345,6 +356,8 @@ class Nonequilibrium:
     entropy_states: int
     n_bootstrap: int
     level: float
+    #: why the entropy production was not computed (None when it was, or had no pairs)
+    entropy_skipped: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         t, b = self.triangles, self.basis
@@ -352,6 +365,7 @@ class Nonequilibrium:
             "cycle_affinity_rms": self.rms_affinity.as_dict(),
             "entropy_production_per_step": self.entropy_production.as_dict(),
             "entropy_production_states": self.entropy_states,
+            "entropy_production_skipped": self.entropy_skipped,
             "three_cycles": len(t.affinity),
             "three_cycles_beyond_3_sigma": int(np.count_nonzero(np.abs(t.z) > 3)) if len(t.z) else 0,
             "basis_cycles": len(b.affinity),
@@ -405,14 +419,19 @@ def _log_ratios(cnt_fg: np.ndarray, cnt_gf: np.ndarray, n0_f: np.ndarray, n0_g: 
 def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0,
                    level: float = 0.95, n_jobs: int = 1,
                    progress: Progress | None = None,
-                   backend: MapBackend | None = None) -> Nonequilibrium:
+                   backend: MapBackend | None = None,
+                   entropy_max_states: int | None = None) -> Nonequilibrium:
     """Affinities of 3-cycles and of a cycle basis, RMS affinity and entropy production.
 
     ``bootstrap`` replicates are drawn twice: from the estimated kernel (the spread
     of every estimate, and the bias correction of the entropy production) and from
     the fitted reversible kernel (the noise floor of the mean square affinity); in
     ``n_jobs`` threads, or on ``backend`` (:mod:`detbal.parallel`), same numbers.
+    The entropy production is left out (NaN, with the reason in ``entropy_skipped``)
+    when its component has more than ``entropy_max_states`` states (default
+    :data:`ENTROPY_MAX_STATES`), so that the rest finishes on very large chains.
     """
+    limit = ENTROPY_MAX_STATES if entropy_max_states is None else int(entropy_max_states)
     from detbal.analysis.likelihood import (
         pair_data,
         quasi_symmetric_kernel,
@@ -426,7 +445,11 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     weight = 1.0 / v if len(v) else np.zeros(0)
     basis, _ = _cycle_basis(kernel.n_states, pairs)
     ms = _weighted_ms(A, weight) if len(A) else math.nan
-    ep, ep_states = _kernel_entropy(kernel, kernel.count, pairs)
+    ep, ep_states = _kernel_entropy(kernel, kernel.count, pairs, limit)
+    skipped = None
+    if ep_states > limit:
+        skipped = (f"its component has {ep_states:,} states, more than the {limit:,} whose"
+                   " stationary distribution is solved directly")
     ms_boot, ep_boot, ms_null, ep_null = [], [], [], []
     n0 = kernel.n0
     if bootstrap > 0:
@@ -439,7 +462,8 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
             if len(A):
                 y = _log_ratios(cnt[pairs.e_fg], cnt[pairs.e_gf], n0[pairs.f], n0[pairs.g])
                 ms_b = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
-            return ms_b, _kernel_entropy(kernel, cnt, _pairs(kernel, cnt, index))[0]
+            ep_b = math.nan if skipped else _kernel_entropy(kernel, cnt, _pairs(kernel, cnt, index), limit)[0]
+            return ms_b, ep_b
 
         for ms_b, ep_b in map_replicates(resample, seeds[:bootstrap], n_jobs=n_jobs, progress=progress,
                                          backend=backend):
@@ -458,8 +482,10 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
             if len(A):
                 y = _log_ratios(cnt[pos_fg], cnt[pos_gf], n0[pairs.f], n0[pairs.g])
                 ms_n = _weighted_ms(_triangle_values(y, pairs.var, idx, sign)[0], weight)
+            if skipped:
+                return ms_n, math.nan
             on_kernel = cnt[pos_kernel]
-            return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel, index))[0]
+            return ms_n, _kernel_entropy(kernel, on_kernel, _pairs(kernel, on_kernel, index), limit)[0]
 
         for ms_n, ep_n in map_replicates(null, seeds[bootstrap:], n_jobs=n_jobs, backend=backend):
             ms_null.append(ms_n)
@@ -469,6 +495,7 @@ def nonequilibrium(kernel: Kernel, *, bootstrap: int = 200, seed: int | None = 0
     return Nonequilibrium(
         triangles=TriangleAffinities(tri, A, np.sqrt(v)), basis=basis, rms_affinity=rms,
         entropy_production=ep_iv, entropy_states=ep_states, n_bootstrap=bootstrap, level=level,
+        entropy_skipped=skipped,
     )
 
 

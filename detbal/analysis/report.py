@@ -428,9 +428,11 @@ def _nonequilibrium_section(d: dict[str, Any] | None) -> list[str]:
         f"RMS cycle affinity over {d['three_cycles']} observed 3-cycles: {_fmt(rms['estimate'])}"
         f" (95% interval {_fmt(rms['ci_low'])} to {_fmt(rms['ci_high'])}; plug-in {_fmt(rms['plug_in'])},"
         " which carries the counting noise; 0 under detailed balance).",
-        f"Entropy production of the estimated kernel at stationarity ({d['entropy_production_states']}"
-        f" states): {_fmt(ep['estimate'])} per step (95% interval {_fmt(ep['ci_low'])} to"
-        f" {_fmt(ep['ci_high'])}; plug-in {_fmt(ep['plug_in'])}).",
+        (f"Entropy production of the estimated kernel at stationarity: not computed"
+         f" ({d['entropy_production_skipped']})." if d.get("entropy_production_skipped") else
+         f"Entropy production of the estimated kernel at stationarity ({d['entropy_production_states']}"
+         f" states): {_fmt(ep['estimate'])} per step (95% interval {_fmt(ep['ci_low'])} to"
+         f" {_fmt(ep['ci_high'])}; plug-in {_fmt(ep['plug_in'])})."),
         f"Cycles beyond 3 sigma: {d['three_cycles_beyond_3_sigma']} of {d['three_cycles']} 3-cycles,"
         f" {d['basis_cycles_beyond_3_sigma']} of {d['basis_cycles']} basis cycles"
         " (about 0.3% expected by chance).", "",

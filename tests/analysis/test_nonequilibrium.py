@@ -98,6 +98,28 @@ def test_entropy_production_of_a_driven_random_graph_within_its_interval() -> No
     assert ep.estimate == pytest.approx(truth, rel=0.3)
 
 
+def test_entropy_production_beyond_the_direct_solve_is_left_out_and_the_rest_is_unchanged(monkeypatch) -> None:
+    """A component over the size limit: no stationary solve at all (a 10^6-state chain would take
+    hours), the reason is reported, and the cycle affinities are those of a full run."""
+    from detbal.analysis import nonequilibrium as NE
+
+    ring = driven_ring(300, affinity=0.6, potential_scale=0.0, seed=0)
+    k = estimate_kernel(sample_fixed(ring, 40, seed=1))
+    full = nonequilibrium(k, bootstrap=20, seed=0)
+    solves = []
+    real = NE.stationary_distribution
+    monkeypatch.setattr(NE, "stationary_distribution", lambda *a: solves.append(1) or real(*a))
+    capped = nonequilibrium(k, bootstrap=20, seed=0, entropy_max_states=100)
+    assert solves == []
+    assert math.isnan(capped.entropy_production.estimate) and capped.entropy_states == full.entropy_states
+    assert "300 states, more than the 100" in capped.entropy_skipped
+    assert capped.rms_affinity == full.rms_affinity
+    assert full.entropy_skipped is None and math.isfinite(full.entropy_production.estimate)
+    assert capped.as_dict()["entropy_production_skipped"] == capped.entropy_skipped
+    monkeypatch.setattr(NE, "ENTROPY_MAX_STATES", 100)  # the default limit is the module's
+    assert nonequilibrium(k, bootstrap=0).entropy_skipped == capped.entropy_skipped
+
+
 def test_driven_ring_through_the_cli(tmp_path) -> None:
     """synth --ring-affinity 0.6 (1,000 states x 40 attempts), then analyze: the deviance test
     says 'very unlikely' beyond its simulations and the RMS affinity comes out near 0.6."""
