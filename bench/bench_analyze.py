@@ -3,8 +3,8 @@
 
     python bench/bench_analyze.py --quick      # 300 states, ring, paper scale, 1e5 (~10-30 min)
     python bench/bench_analyze.py              # + more repeats and the cold first run
-    python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (does not finish
-                                               # today: its stationary solves; see docs)
+    python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (~20 min on 2 cores;
+                                               # the entropy production is left out there: see docs)
 
 Every figure is a whole process (``python -m detbal analyze FILE --out DIR``, default
 settings: 100 bootstrap replicates, 200 test simulations, figures) timed from outside,
