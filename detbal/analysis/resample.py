@@ -113,12 +113,9 @@ def map_replicates(
     if backend is not None and seeds:
         return backend.map(fn, list(seeds), progress)
     if n_jobs <= 1 or len(seeds) <= 1:
-        out = []
-        for s in seeds:
-            out.append(fn(s))
-            if progress:
-                progress(1)
-        return out
+        from detbal.parallel import SerialBackend
+
+        return SerialBackend().map(fn, seeds, progress)
     with ThreadPoolExecutor(min(int(n_jobs), len(seeds))) as pool:
         out = []
         for result in pool.map(fn, seeds):
