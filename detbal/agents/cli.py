@@ -155,7 +155,8 @@ def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> N
     g.add_argument("--select-every", type=int, default=d.every, metavar="K",
                    help=f"potential: refit the potential every K attempts (default {d.every})")
     g.add_argument("--select-estimator", choices=ESTIMATORS, default=d.estimator,
-                   help=f"potential: estimator refitted on the run (default {d.estimator})")
+                   help=f"potential: estimator refitted on the run (default {d.estimator}; visits:"
+                   " V = -log(1 + times the state was written), for models that rarely return)")
     g = p.add_argument_group("execution")
     g.add_argument("--concurrency", type=int, default=4, help="attempts in flight (default 4)")
     g.add_argument("--retries", type=int, default=5, help="retries per call (default 5)")

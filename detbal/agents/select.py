@@ -22,9 +22,13 @@ those attempts (read in seq order), so a resumed run (kill -9, same command) ref
 the same potential and, drawing with the same uniform number, the same state.
 Estimators: ``likelihood`` (quasi-symmetry binomial fit with an empirical-Bayes
 prior, :mod:`detbal.analysis.likelihood`; gives a number to every sampled source on
-the pair graph, also without closed cycles) or ``least-action``
-(:mod:`detbal.analysis.potential`; needs strongly connected components).  The kernel
-is the empirical one with every sampled source kept (N0 cut 0).
+the pair graph, also without closed cycles), ``least-action``
+(:mod:`detbal.analysis.potential`; needs strongly connected components) -- both on the
+empirical kernel with every sampled source kept (N0 cut 0) -- or ``visits``: beta V(f) =
+-log(1 + times f was written), no kernel at all.  With ``visits`` every state has a
+number from the start, so nothing is "explored" at the lowest V: the draw goes to the
+states the model keeps writing, which is what a small model that rarely returns needs
+for its transitions to be seen both ways (``tau`` sharpens it: p ~ (1 + visits)^(1/tau)).
 
 **The analysis stays valid.**  The kernel T(g<-f) is estimated per source: N(g<-f)
 over the attempts from f.  How often f was chosen as a source changes N0(f) and so
@@ -44,7 +48,7 @@ from detbal.errors import DetbalError
 #: selection rules (the CLI's ``--select`` choices): name -> whether it needs a potential
 RULES: dict[str, bool] = {"uniform": False, "potential": True}
 #: potential estimators a guided run may refit with
-ESTIMATORS: tuple[str, ...] = ("likelihood", "least-action")
+ESTIMATORS: tuple[str, ...] = ("likelihood", "least-action", "visits")
 #: keys of a run config written by :meth:`Selection.as_config`; runs made before selection
 #: existed hold none of them and were uniform
 CONFIG_DEFAULTS: dict[str, Any] = {"select": "uniform", "select_tau": None, "select_floor": None,
@@ -116,6 +120,8 @@ def estimate(rows: Iterable[Row], estimator: str = "likelihood") -> dict[str, fl
     rows = list(rows)
     if not rows:
         return {}
+    if estimator == "visits":
+        return visit_potential(rows)
     counts = TransitionCounts.from_rows(rows)
     kernel = estimate_kernel(counts, "empirical", min_source_count=0)
     try:
@@ -133,6 +139,21 @@ def estimate(rows: Iterable[Row], estimator: str = "likelihood") -> dict[str, fl
         return {}
     return {s: float(v) * pot.beta for s, v, f in zip(pot.states, pot.V, pot.flags)
             if f == "" and np.isfinite(v)}
+
+
+def visit_potential(rows: Iterable[Row]) -> dict[str, float]:
+    """beta V(f) = -log(1 + times f was written), every state of the rows (sources included).
+
+    The crude potential of an agent that keeps returning: the states it writes most often
+    (copies of the example included) are the deepest.  It needs no closed cycle, so it
+    gives a number to every state from the first attempt on; drawn with it, the examples
+    concentrate on the states the model comes back to (see the module docstring)."""
+    reached: dict[str, int] = {}
+    for source, target, _escape, count in rows:
+        reached.setdefault(source, 0)
+        if target is not None:
+            reached[target] = reached.get(target, 0) + int(count)
+    return {s: -math.log1p(n) for s, n in reached.items()}
 
 
 def probabilities(candidates: Sequence[str], V: Mapping[str, float], tau: float,

@@ -118,6 +118,25 @@ def test_refit_is_a_pure_function_of_the_stored_prefix() -> None:
     assert state == "S0" or rec["V"] <= fit["S1"]  # u near 0 lands on a low-V state
 
 
+def test_visits_draw_the_states_the_model_keeps_writing() -> None:
+    # a model that rarely returns: A is written 5 times (twice as a copy), B once, the seed
+    # S never, the escapes count for nothing
+    rows = [("S", "A", None, 1), ("A", "A", None, 2), ("A", "B", None, 1), ("B", "A", None, 1),
+            ("A", None, "invalid_ansatz", 3), ("B", "A", None, 1)]
+    V = estimate(rows, "visits")
+    assert V == pytest.approx({"S": 0.0, "A": -np.log(6), "B": -np.log(2)})
+    # every state has a number from the first attempt on: nothing is drawn as "explored"
+    assert estimate(rows[:1], "visits") == pytest.approx({"S": 0.0, "A": -np.log(2)})
+    # p ~ (1 + visits)^(1/tau) beside the floor
+    p, own = probabilities(["S", "A", "B"], V, 0.5, 0.0)
+    assert np.allclose(p, np.array([1, 36, 4]) / 41) and None not in own
+    g = Guide(Selection("potential", every=3, estimator="visits"))
+    for seq, row in enumerate(rows):
+        g.add(seq, row)
+    assert g.potential(3) == estimate(rows[:3], "visits")  # a refit sees its prefix only
+    assert g.choose(["S", "A", "B"], 0.5, 6)[0] == "A"
+
+
 # -- the embedded model ----------------------------------------------------------
 
 def test_guided_words_on_the_embedded_model(smollm2: Path, tmp_path: Path) -> None:
