@@ -263,6 +263,26 @@ def constrained(args: argparse.Namespace) -> None:
               f" {c['triplets']} triplets ({c['triplets_cut1']} with every count > 1)")
 
 
+def report_stores(paths: list[str], every: int) -> None:
+    """The cycle structure of stored fit runs (the long studies) every ``every`` attempts."""
+    from detbal.store import RunStore
+
+    for path in paths:
+        with RunStore(path, create=False) as store:
+            for run in store.runs():
+                n = sum(1 for _ in store.iter_attempts([run.id]))
+                sel = run.config.get("fit", {})
+                print(f"  {path} run {run.id}: {n} attempts, select {sel.get('select', 'uniform')}"
+                      f" ({sel.get('select_estimator')}, tau {sel.get('select_tau')}), population"
+                      f" {sel.get('population')}, temperature {sel.get('temperature')}")
+                for k in [*range(every, n, every), n]:
+                    t, c = cycle_structure(store, run.id, k), cycle_structure(store, run.id, k, "canonical")
+                    print(f"    first {k:5d}: states {t['states']} ({c['states']}), sourced more than once"
+                          f" {t['sourced_twice']} ({c['sourced_twice']}), pairs seen both ways {t['pairs']}"
+                          f" ({c['pairs']}), triplets {t['triplets']} ({c['triplets']}), every count > 1"
+                          f" {t['triplets_cut1']} ({c['triplets_cut1']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-attempts", type=int, default=200)
@@ -276,7 +296,14 @@ def main() -> None:
     ap.add_argument("--fit-baseline-attempts", type=int, default=30)
     ap.add_argument("--fit-long", type=int, default=0, metavar="N",
                     help="also a constrained fit run of N attempts for its cycle structure (2000 in the issue)")
+    ap.add_argument("--cycles-of", nargs="+", metavar="STORE", default=None,
+                    help="only print the cycle structure of stored fit runs (in brackets: one state per"
+                    " functional form), every --cycles-every attempts")
+    ap.add_argument("--cycles-every", type=int, default=500)
     args = ap.parse_args()
+    if args.cycles_of:
+        report_stores(args.cycles_of, args.cycles_every)
+        return
     print(f"# bench_agents on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     if not args.skip_constrained:
         os.environ.setdefault("DETBAL_DATA_DIR", str(REPO.parent / "shared" / "datasets" / "nikuradse"))
