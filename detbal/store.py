@@ -33,11 +33,14 @@ from detbal import __version__
 from detbal.errors import DetbalError, InputError
 
 if TYPE_CHECKING:
-    from detbal.analysis.counts import CountRows
+    from detbal.analysis.counts import CountColumns, CountRows
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+#: attempts read per query by :meth:`RunStore.count_columns` (bounds the text SQLite builds)
+_FETCH_ROWS = 1 << 20
 
 ESCAPE_CATEGORIES = (
     "not_a_word",
@@ -444,6 +447,83 @@ class RunStore:
         return CountRows(
             rows=tuple((s, t, e, int(n)) for s, t, e, n in rows), label=str(self.path)
         )
+
+    def count_columns(self, run_ids: Sequence[int] | None = None) -> CountColumns:
+        """The outcomes of :meth:`count_rows` as integer columns, without a Python tuple per row
+        (a 10^6-state store: see docs/performance.md): per aggregated row the codes of its
+        source and target (-1: an escape; the escape categories of a source are summed into
+        one row) and its count.  States are numbered in order of first appearance in
+        :meth:`count_rows`' order, source before target, so
+        :meth:`~detbal.analysis.counts.TransitionCounts.from_columns` of these columns equals
+        :meth:`~detbal.analysis.counts.TransitionCounts.from_rows` of those rows."""
+        import numpy as np
+
+        from detbal.analysis.counts import CountColumns
+
+        raw = self._attempt_columns(run_ids)
+        if len(raw) == 0:
+            none = np.zeros(0, dtype=np.int64)
+            return CountColumns(states=(), source=none, target=none, count=none, label=str(self.path))
+        # count_rows' aggregation and order: by source id, then target id (escapes, -1, first)
+        top = int(raw[:, :2].max())
+        key = raw[:, 0] * (top + 2) + (raw[:, 1] + 1)
+        order = np.argsort(key)
+        key = key[order]
+        start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        count = np.add.reduceat(raw[order, 2], start)
+        del raw, order
+        key = key[start]
+        source, target = key // (top + 2), key % (top + 2) - 1
+        # first appearance of every state id, row by row, source before target (position
+        # 2 row + 0 or 1): a source's first row starts its block, a target's is its least row
+        first = np.full(top + 1, np.iinfo(np.int64).max)
+        block = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+        first[source[block]] = 2 * block
+        row = np.flatnonzero(target >= 0)
+        np.minimum.at(first, target[row], 2 * row + 1)
+        ids = np.flatnonzero(first < np.iinfo(np.int64).max)
+        ids = ids[np.argsort(first[ids])]  # state ids in order of first appearance
+        code = np.full(top + 1, -1, dtype=np.int64)
+        code[ids] = np.arange(len(ids))
+        return CountColumns(states=self._state_texts(ids), source=code[source],
+                            target=np.where(target >= 0, code[target], -1), count=count,
+                            label=str(self.path))
+
+    def _attempt_columns(self, run_ids: Sequence[int] | None) -> Any:
+        """``(source_id, target_id or -1, count)`` of every attempt (of ``run_ids``) as an
+        ``(n, 3)`` integer array.  SQLite writes each column of a chunk of rows as one text
+        of numbers that numpy parses: a third of the time of a Python tuple per row.  The
+        three ``group_concat`` of one query step through the same rows in the same order."""
+        import numpy as np
+
+        where, args = _run_filter(run_ids)
+        where = (where + " AND" if where else " WHERE") + " a.id BETWEEN ? AND ?"
+        query = ("SELECT group_concat(a.source_id), group_concat(ifnull(a.target_id, -1)),"
+                 " group_concat(a.count) FROM attempts a" + where)
+        parts = [np.zeros((0, 3), dtype=np.int64)]
+        with self._lock:  # the chunks read one snapshot, as count_rows' one query does
+            own = not self._conn.in_transaction
+            if own:
+                self._conn.execute("BEGIN")
+            try:
+                low, high = self._conn.execute("SELECT MIN(id), MAX(id) FROM attempts").fetchone()
+                for first in range(low or 0, (high or -1) + 1, _FETCH_ROWS):
+                    texts = self._conn.execute(query, (*args, first, first + _FETCH_ROWS - 1)).fetchone()
+                    if texts[0] is not None:
+                        parts.append(np.stack([np.fromstring(t, dtype=np.int64, sep=",") for t in texts],
+                                              axis=1))
+            finally:
+                if own:
+                    self._conn.execute("COMMIT")
+        return np.concatenate(parts)
+
+    def _state_texts(self, ids: Any) -> tuple[str, ...]:
+        """The texts of the state ``ids`` (an integer array), in its order."""
+        (top,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM states").fetchone()
+        text: list[str | None] = [None] * (int(top) + 1)
+        for i, t in self._conn.execute("SELECT id, text FROM states"):
+            text[i] = t
+        return tuple(map(text.__getitem__, ids.tolist()))  # type: ignore[arg-type]
 
     def run_summaries(self) -> list[RunSummary]:
         out = []

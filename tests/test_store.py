@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from detbal.analysis.counts import CountRows
+from detbal.analysis.counts import CountRows, TransitionCounts
 from detbal.errors import InputError
 from detbal.store import ESCAPE_CATEGORIES, Attempt, RunStore, utc_now
 
@@ -199,6 +200,57 @@ def test_count_rows_aggregates(store: RunStore) -> None:
     assert only1[("A", "B", None)] == 4 and ("C", "B", None) not in only1
     only2 = {(s, t, e): n for s, t, e, n in store.count_rows([r2]).rows}
     assert only2 == {("A", "B", None): 1, ("C", "B", None): 1}
+
+
+def _same_counts(a, b) -> None:
+    assert a.states == b.states
+    for name in ("src", "dst", "count", "attempts", "self_loops", "escapes"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("runs", [None, [1], [2], [1, 2], [99]])
+def test_count_columns_give_the_counts_of_count_rows(store: RunStore, runs) -> None:
+    _fill(store)
+    cols = store.count_columns(runs)
+    rows = store.count_rows(runs)
+    fast, slow = TransitionCounts.from_columns(cols), TransitionCounts.from_rows(rows)
+    _same_counts(fast, slow)
+    assert cols.label == rows.label == str(store.path)
+    with store.transaction():  # inside a caller's transaction too
+        _same_counts(TransitionCounts.from_columns(store.count_columns(runs)), slow)
+    if runs is None:  # A first (the lowest source), escapes summed over their categories
+        assert fast.states == ("A", "B", "C") and list(fast.escapes) == [1, 3, 0]
+        assert list(cols.target[cols.source == 1]) == [-1, 0]  # B: its escapes, then B -> A
+
+
+def test_load_counts_from_a_store_equals_the_row_path(tmp_path: Path, planted_study,
+                                                      reversible_chain, monkeypatch) -> None:
+    """A planted store (counts > 1, self-loops, escapes) plus a second run of single attempts
+    in shuffled order (other escape categories, shared and new states): the column path
+    numbers the states as the row path does, for every run selection, open or by path."""
+    from detbal.analysis.counts import load_counts
+    from support.stores import planted_store
+
+    path = planted_store(planted_study[0], tmp_path / "p.sqlite")
+    rows = reversible_chain[1].to_rows()  # states s0 .. s59 as in the planted chain: half renamed
+    name = {s: s if int(s[1:]) % 2 else f"r{s}" for s in reversible_chain[1].states}
+    rng = np.random.default_rng(5)
+    singles = [Attempt(source=name[s], target=t and name[t],
+                       escape=None if t else ("wrong_sum", "empty")[i % 2])
+               for i, (s, t, n) in enumerate(rows) for _ in range(min(int(n), 3))]
+    singles = [singles[i] for i in rng.permutation(len(singles))]
+    with RunStore(path) as st:
+        r2 = st.create_run("words", "m", "replay", {})
+        st.record_attempts(r2, singles)
+        monkeypatch.setattr("detbal.store._FETCH_ROWS", 97)  # many chunks, a run in several
+        for runs in (None, [1], [r2]):
+            slow = TransitionCounts.from_rows(st.count_rows(runs))
+            _same_counts(TransitionCounts.from_columns(st.count_columns(runs)), slow)
+        assert slow.total_attempts == len(singles)
+        slow = TransitionCounts.from_rows(st.count_rows())
+        _same_counts(load_counts(st), slow)
+    _same_counts(load_counts(path), slow)
+    assert slow.n_states > planted_study[0].counts.n_states and slow.escapes.sum() > 0
 
 
 def test_run_summaries(store: RunStore) -> None:

@@ -317,7 +317,11 @@ def load_counts(source: str | Path | RunStore, *, states: str = "text") -> Trans
     ``states="canonical"`` (run stores only) merges states with one canonical form
     (:func:`merge_states`): for the fitting agent, ansatzes that differ only in how their
     fit parameters are named or their terms ordered.  States without a stored canonical
-    form keep their text."""
+    form keep their text.
+
+    A run store is read as integer columns (:meth:`~detbal.store.RunStore.count_columns`,
+    the same counts as its rows); with ``states="canonical"`` through its rows
+    (:meth:`~detbal.store.RunStore.count_rows`), which :func:`merge_states` merges by text."""
     from detbal.io import load_count_rows, read_count_columns
     from detbal.store import RunStore, is_run_store
 
@@ -331,10 +335,13 @@ def load_counts(source: str | Path | RunStore, *, states: str = "text") -> Trans
                 return TransitionCounts.from_rows(merge_states(store.count_rows(), store.state_canonical()))
         raise DetbalError(f"{source}: canonical states need a run store (transition files carry no"
                           " canonical forms)")
-    if isinstance(source, RunStore):
-        return TransitionCounts.from_rows(source.count_rows())
+    if isinstance(source, RunStore):  # stores: integer columns (RunStore.count_columns)
+        return TransitionCounts.from_columns(source.count_columns())
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load_counts: expected a path or a RunStore, got {type(source).__name__}")
+    if is_run_store(source):
+        with RunStore(source, create=False) as store:
+            return TransitionCounts.from_columns(store.count_columns())
     columns = read_count_columns(source)  # large plain CSV files: vectorised
     if columns is not None:
         return TransitionCounts.from_columns(columns)
