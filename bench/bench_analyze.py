@@ -5,6 +5,8 @@
     python bench/bench_analyze.py              # + more repeats and the cold first run
     python bench/bench_analyze.py --huge       # + 1e6 states / 1e7 attempts (~20 min on 2 cores;
                                                # the entropy production is left out there: see docs)
+    python bench/bench_analyze.py --store-load 1e5 1e6 --store-layout aggregated single
+                                               # only loading run stores: rows vs columns (~6 min)
 
 Every figure is a whole process (``python -m detbal analyze FILE --out DIR``, default
 settings: 100 bootstrap replicates, 200 test simulations, figures) timed from outside,
@@ -27,6 +29,17 @@ p-values), run on the same file in its own process with the published code's ker
 are both printed; the target compares detbal's whole process with the bare fit.
 Repeats alternate detbal and baseline so both see the same machine load; medians.
 
+``--store-load 1e5 1e6`` times, instead of the sections above, only the loading of a run
+store of that data (``detbal analyze STORE``'s first stage): the row path it took before
+(``RunStore.count_rows``: a Python tuple of texts per aggregated row, then
+``TransitionCounts.from_rows``) beside the column path ``load_counts`` takes now
+(``RunStore.count_columns``: integer ids into numpy, then ``TransitionCounts.from_columns``),
+each in its own process, alternating, with the process's peak memory; both must give the
+same counts (a digest is compared).  The stores are written once next to the CSV files,
+with the store's own writer (``RunStore.record_attempts``): ``--store-layout aggregated``
+one row per outcome with its count (what ``detbal import`` writes), ``single`` one row per
+attempt, count 1 (what an agent writes; 10^7 rows for 1e6).
+
 ``--cold`` (on by default without ``--quick``) also measures a first run with an empty
 numba cache (``NUMBA_CACHE_DIR`` set to a new directory: everything compiles), then
 the set-up's warm-up (scripts/setup.sh: a tiny ``analyze``) and the first real run
@@ -39,6 +52,7 @@ import argparse
 import csv
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -202,6 +216,105 @@ def section_stage_cpu(args: argparse.Namespace, folder: Path) -> None:
               f"stages CPU/wall s: {stages}", flush=True)
 
 
+# -- loading a run store: rows vs columns ---------------------------------------------------
+def make_store(name: str, folder: Path, layout: str) -> Path:
+    """``name``'s counts as a run store, one run (written once, kept with the CSV files)."""
+    path = folder / f"{name}-{layout}.sqlite"
+    if path.exists():
+        return path
+    from detbal.analysis.counts import load_counts
+    from detbal.store import Attempt, RunStore
+
+    counts = load_counts(make_data(name, folder))
+
+    def attempts():
+        for source, target, n in counts.to_rows():
+            escape = None if target is not None else "imported"
+            if layout == "aggregated":
+                yield Attempt(source=source, target=target, escape=escape, count=n)
+            else:
+                one = Attempt(source=source, target=target, escape=escape)
+                for _ in range(n):
+                    yield one
+
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with RunStore(tmp) as store:
+        store.record_attempts(store.create_run("synthetic", name, "none", {"layout": layout}),
+                              attempts())
+    tmp.replace(path)
+    print(f"(wrote {path.name}: {time.perf_counter() - t0:.0f} s, "
+          f"{path.stat().st_size / 2**20:.0f} MiB)", flush=True)
+    return path
+
+
+def store_load_worker(store: str, path_name: str) -> None:
+    """Load ``store`` the old way (rows) or the new way (columns); seconds without imports."""
+    import hashlib
+    import resource
+
+    import numpy as np
+
+    from detbal.analysis.counts import TransitionCounts, load_counts
+    from detbal.store import RunStore
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0, c0 = time.perf_counter(), time.process_time()
+    if path_name == "rows":
+        with RunStore(store, create=False) as st:
+            counts = TransitionCounts.from_rows(st.count_rows())
+    else:
+        counts = load_counts(store)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    digest = hashlib.sha256("\n".join(counts.states).encode())
+    for name in ("src", "dst", "count", "attempts", "self_loops", "escapes"):
+        digest.update(np.ascontiguousarray(getattr(counts, name)).tobytes())
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_before_mib": before, "states": counts.n_states,
+                      "edges": len(counts.src), "attempts": counts.total_attempts,
+                      "digest": digest.hexdigest()}))
+
+
+def section_store_load(args: argparse.Namespace, folder: Path) -> None:
+    print(f"\n== loading a run store: rows (before) vs columns (load_counts now), each in its own"
+          f" process, alternating, medians of {args.store_repeats} ==", flush=True)
+    print("load: wall and CPU seconds of the load alone (imports excluded); process / peak: the"
+          " whole process (its imports: the 'imports' MiB)")
+    for layout in args.store_layout:
+        for name in args.store_load:
+            # written in a child: a child's peak memory (wait4) counts the parent's at its start
+            store = folder / f"{name}-{layout}.sqlite"
+            if not store.exists():
+                print(run([sys.executable, os.path.abspath(__file__), "--make-store-worker", name,
+                           str(folder), layout], child_env(), args.timeout)["stdout"].strip(),
+                      flush=True)
+            with sqlite3.connect(store) as conn:
+                (rows,) = conn.execute("SELECT COUNT(*) FROM attempts").fetchone()
+            got: dict[str, list[dict]] = {"rows": [], "columns": []}
+            for _ in range(args.store_repeats):
+                for path_name in ("rows", "columns"):
+                    r = run([sys.executable, os.path.abspath(__file__), "--store-load-worker",
+                             str(store), path_name], child_env(), args.timeout)
+                    out = json.loads(r["stdout"].strip().splitlines()[-1])
+                    got[path_name].append({**out, "load": out["seconds"], "process": r["seconds"],
+                                           "rss_mib": r["rss_mib"]})
+            old, new = got["rows"], got["columns"]
+            same = len({r["digest"] for r in old + new}) == 1
+            print(f"{name} {layout}: {new[-1]['states']} states, {new[-1]['edges']} edges, "
+                  f"{new[-1]['attempts']:.0f} attempts in {rows} store rows; same counts: {same}")
+            for label, rs in (("rows (before)", old), ("columns (now)", new)):
+                loads = ", ".join(f"{r['load']:.2f}" for r in rs)
+                print(f"  {label:14s} load {med([r['load'] for r in rs]):7.2f} s (runs {loads}),"
+                      f" CPU {med([r['cpu'] for r in rs]):.2f} s; process {med([r['process'] for r in rs]):.2f} s;"
+                      f" peak {max(r['rss_mib'] for r in rs):6.0f} MiB (imports"
+                      f" {max(r['rss_before_mib'] for r in rs):.0f})")
+            o, n = med([r["load"] for r in old]), med([r["load"] for r in new])
+            po, pn = max(r["rss_mib"] for r in old), max(r["rss_mib"] for r in new)
+            oc, nc = med([r["cpu"] for r in old]), med([r["cpu"] for r in new])
+            print(f"  rows / columns: load {o / n:.1f}x (CPU {oc / nc:.1f}x), peak memory {po / pn:.1f}x",
+                  flush=True)
+
+
 # -- report -----------------------------------------------------------------------------------
 def med(xs: list[float]) -> float:
     xs = [x for x in xs if x == x]
@@ -285,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--baseline-worker"]:
         baseline_worker(argv[1], argv[2])
         return 0
+    if argv[:1] == ["--make-store-worker"]:
+        make_store(argv[1], Path(argv[2]), argv[3])
+        return 0
+    if argv[:1] == ["--store-load-worker"]:
+        store_load_worker(argv[1], argv[2])
+        return 0
     if argv[:1] == ["--stage-cpu-worker"]:
         stage_cpu_worker(argv[1], argv[2])
         return 0
@@ -303,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["s300", "ring1000", "paper", "1e5", "1e6"],
                    help="data sets whose stages are also timed in CPU seconds (default paper 1e5;"
                         " none: --stage-cpu with no name)")
+    p.add_argument("--store-load", nargs="+", choices=["s300", "paper", "1e5", "1e6"],
+                   help="only time loading a run store of these data sets, rows (before) vs"
+                        " columns (now); the other sections are left out")
+    p.add_argument("--store-layout", nargs="+", choices=["aggregated", "single"],
+                   default=["aggregated"], help="--store-load's stores: one row per outcome with"
+                   " its count (default), or one row per attempt")
+    p.add_argument("--store-repeats", type=int, default=3, help="--store-load's repeats (default 3)")
     a = p.parse_args(argv)
     a.repeats = 3 if a.quick else 5
     if a.sizes is None:
@@ -314,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {sys.version.split()[0]}; children: OPENBLAS_NUM_THREADS=1, "
           f"NUMBA_NUM_THREADS={child_env()['NUMBA_NUM_THREADS']}; data in {folder}")
     t0 = time.perf_counter()
+    if a.store_load:
+        section_store_load(a, folder)
+        print(f"\ntotal {time.perf_counter() - t0:.0f} s; {machine_line()}")
+        return 0
     if not a.skip_paper:
         section_paper(a, folder)
     section_sizes(a, folder)
