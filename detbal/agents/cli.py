@@ -146,8 +146,9 @@ def _add_common(p: argparse.ArgumentParser, attempts_required: bool = True) -> N
 
     d = Selection()
     g.add_argument("--select", choices=tuple(RULES), default="uniform",
-                   help="how the prompt state (word; fit: example) is drawn: uniform (default) or"
-                   " potential, p ~ exp(-V/tau) from the potential fitted on the run so far")
+                   help="how the prompt state (word; fit: example) is drawn: uniform (default),"
+                   " potential, p ~ exp(-V/tau) from the potential fitted on the run so far, or walk:"
+                   " the state the previous attempt (fit: the island's previous round) wrote")
     g.add_argument("--select-tau", type=float, default=d.tau, metavar="TAU",
                    help=f"potential: temperature of the draw, in units of beta V (default {d.tau:g})")
     g.add_argument("--select-floor", type=float, default=d.floor, metavar="EPS",

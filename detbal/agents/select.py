@@ -5,6 +5,15 @@ example ansatz) from a list of *candidates*: the valid words found so far, or th
 island's population.  A :class:`Selection` says how:
 
 * ``uniform`` (the paper's sampling): every candidate equally likely.
+* ``walk``: the agent walks its own chain: the next prompt state is the state the
+  previous attempt wrote (fit: one of the ansatzes the island's previous round wrote,
+  drawn by the round's seed; an escape, or a round of escapes, stays where it was).
+  Sources are then visited as often as the agent's own dynamics visit them, so every
+  transition is sampled with the flux through it; under detailed balance the flux
+  f -> g equals the flux g -> f, so pairs are seen both ways about equally often --
+  what a model that rarely returns to a uniformly drawn state needs for its cycles to
+  be tested.  One step waits for the one before it (no concurrency within a walk;
+  the fit agent's islands walk side by side).
 * ``potential``: p(f) = (1 - floor) * exp(-V(f)/tau) / Z + floor / n over the n
   candidates, where V is the potential (beta V, the analysis' units) estimated on
   the run's own attempts so far.  ``floor`` mixes in the uniform draw so that no
@@ -46,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from detbal.errors import DetbalError
 
 #: selection rules (the CLI's ``--select`` choices): name -> whether it needs a potential
-RULES: dict[str, bool] = {"uniform": False, "potential": True}
+RULES: dict[str, bool] = {"uniform": False, "potential": True, "walk": False}
 #: potential estimators a guided run may refit with
 ESTIMATORS: tuple[str, ...] = ("likelihood", "least-action", "visits")
 #: keys of a run config written by :meth:`Selection.as_config`; runs made before selection
@@ -229,6 +238,13 @@ class Guide:
             "estimated": sum(v is not None for v in own), "candidates": len(candidates),
             "V": own[i], "p": float(p[i]),
         }
+
+
+def walk_record(step_from: int, n_candidates: int) -> dict[str, Any]:
+    """``params.select`` of a source reached by the walk: the attempt (words) or round
+    (fit) it continues from (-1: the start) and how many states that step wrote."""
+    return {"rule": "walk", "from": int(step_from), "candidates": int(n_candidates),
+            "p": 1.0 / max(int(n_candidates), 1)}
 
 
 def uniform_record(n_candidates: int) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from detbal.agents.backends.base import Backend, Completion, Message, SamplingParams
 from detbal.agents.grammar import Grammar, literals
-from detbal.agents.select import CONFIG_DEFAULTS, Guide, Selection, refit_point, uniform_record
+from detbal.agents.select import CONFIG_DEFAULTS, Guide, Selection, refit_point, uniform_record, walk_record
 from detbal.agents.runner import Budget, CallFailed, CallPolicy, RunTotals, StopSignal, Tally, call_model
 from detbal.errors import DetbalError, InputError
 from detbal.progress import Progress
@@ -461,6 +461,8 @@ class WordAgent:
     async def draw(self, seq: int) -> tuple[str, dict[str, Any]]:
         """The prompt word of attempt ``seq`` and how it was drawn (``params.select``)."""
         sel = self.config.select
+        if sel.rule == "walk":
+            return await self.walk(seq)
         if not sel.guided:
             n = len(self.found)
             return self.choose(seq), uniform_record(n)
@@ -471,6 +473,18 @@ class WordAgent:
             await self.ctx.wait_for(lambda: self._prefix >= P)
         u = random.Random(f"{self.config.seed}:{seq}").random()
         return self.guide.choose(list(self.found), u, P)
+
+    async def walk(self, seq: int) -> tuple[str, dict[str, Any]]:
+        """The walk's prompt word: the word attempt ``seq - 1`` wrote, or its prompt word
+        again if it escaped (attempt 0: the seed word).  Waits for attempt ``seq - 1``."""
+        if seq == 0:
+            return self.found[0], walk_record(-1, len(self.found))
+        if self._prefix < seq:
+            if self.ctx is None:
+                raise DetbalError(f"attempt {seq}: the attempt before it is not stored")
+            await self.ctx.wait_for(lambda: self._prefix >= seq)
+        source, target, _escape, _count = self.guide.rows[seq - 1]
+        return (target if target is not None else source), walk_record(seq - 1, len(self.found))
 
     def postfix(self) -> dict[str, Any]:
         dt = max(time.perf_counter() - self._t0, 1e-9)

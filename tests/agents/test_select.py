@@ -10,6 +10,7 @@ import json
 import os
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,12 +233,12 @@ def _guided_fit_config() -> FitConfig:
                      select="potential", select_every=6, select_tau=0.5)
 
 
-def _child(db: str) -> None:
-    """Run in a subprocess: the guided fit run, slowly, until killed."""
+def _child(db: str, select: str = "potential") -> None:
+    """Run in a subprocess: the guided fit run (or the walk), slowly, until killed."""
     os.environ["DETBAL_DATA_DIR"] = str(DATA)
+    cfg = replace(_guided_fit_config(), select=select)
     with RunStore(db) as store:
-        asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.1)], _guided_fit_config(),
-                            call=bare_call))
+        asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping(delay=0.1)], cfg, call=bare_call))
 
 
 def _selections(store: RunStore, run_id: int) -> list[Any]:
@@ -264,5 +265,63 @@ def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, n
     assert any(s["estimated"] >= 2 for s in got_sel)  # the potential was in play
 
 
+# -- the walk --------------------------------------------------------------------
+
+def _assert_fit_walks(rows: list[dict[str, Any]], per_round: int, seed_text: str) -> None:
+    """Every round's example is an ansatz its previous round wrote (or, if it wrote none, that
+    round's example again); the first round starts at the seed."""
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        rounds.setdefault(r["seq"] // per_round, []).append(r)
+    moved = 0
+    for k in sorted(rounds):
+        (src,) = {r["source"] for r in rounds[k]}
+        sel = json.loads(rounds[k][0]["params"])["select"]
+        if k == 0:
+            assert src == seed_text
+            continue
+        written = [r["target"] for r in rounds[k - 1] if r["target"] is not None]
+        assert sel["rule"] == "walk" and sel["from"] == k - 1 and sel["candidates"] == len(written)
+        assert src in written if written else src == rounds[k - 1][0]["source"]
+        moved += src != rounds[k - 1][0]["source"]
+    assert moved >= len(rounds) // 3  # the walk goes somewhere
+
+
+def test_kill_9_mid_fit_walk_equals_an_uninterrupted_one(tmp_path: Path, nikuradse: Path) -> None:
+    cfg = replace(_guided_fit_config(), select="walk")
+    db = tmp_path / "killed.db"
+    with RunStore(db) as store:
+        assert store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()}) == 1
+    assert kill_9_after(script(__file__, str(db), "walk"), db, 14, timeout=120) >= 14
+    with RunStore(db) as store:
+        before = len(store.stored_seqs(1))
+        assert 14 <= before < 36
+        res = asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
+        assert res.stored == 36 and res.committed == 36 - before
+        got, got_sel = table(store, 1), _selections(store, 1)
+        ref = store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
+        asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
+        want, want_sel = table(store, ref), _selections(store, ref)
+        rows = sorted(store.iter_attempts([1]), key=lambda r: r["seq"])
+        run = store.runs()[0]
+    assert got == want and got_sel == want_sel
+    assert run.config["fit"]["select"] == "walk"
+    _assert_fit_walks(rows, cfg.per_round, rows[0]["source"])
+
+
+def test_words_walk_prompts_with_the_word_just_written(fake_openai, tmp_path: Path) -> None:
+    store = tmp_path / "w.sqlite"
+    n = 40
+    cmd = words_command(fake_openai.url, store, n, "--select", "walk")  # concurrency 4: waits per step
+    assert 10 <= kill_9_after(cmd, store, 10) < n
+    run_child(cmd)
+    rows = sorted(check_complete(store, n), key=lambda r: r["seq"])
+    assert rows[0]["source"] == "BUZZY"
+    for prev, r in zip(rows, rows[1:]):
+        assert r["source"] == (prev["target"] or prev["source"])
+        assert json.loads(r["params"])["select"]["from"] == prev["seq"]
+    assert sum(r["target"] is not None for r in rows) >= n // 2 and len({r["source"] for r in rows}) > 3
+
+
 if __name__ == "__main__":
-    _child(sys.argv[1])
+    _child(sys.argv[1], *sys.argv[2:])

@@ -70,7 +70,7 @@ from detbal.agents.fit.data import Dataset, load_dataset
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
 from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.runner import Budget, BudgetExhausted, CallPolicy, StopSignal
-from detbal.agents.select import CONFIG_DEFAULTS, Guide, refit_point, uniform_record
+from detbal.agents.select import CONFIG_DEFAULTS, Guide, refit_point, uniform_record, walk_record
 from detbal.errors import DetbalError
 from detbal.progress import Progress
 from detbal.store import Attempt, RunStore, utc_now
@@ -265,6 +265,7 @@ class FitRun:
         self.committed_attempts = 0
         self.escapes = 0
         self.guide = Guide(config.selection) if config.selection.guided else None
+        self.outcomes: dict[int, tuple[str, str | None]] = {}  # seq -> (source, target): the walk
         self.best: Member | None = None
         n = config.per_round
         self.n_rounds = -(-self.target // n)
@@ -435,6 +436,7 @@ class FitRun:
         return self._member_from_eval(ev, reasoning, int(row["seq"]))
 
     def _stored_row(self, seq: int, row: Mapping[str, Any]) -> None:
+        self.outcomes[seq] = (row["source"], row["target"])
         if self.guide is not None:
             self.guide.add(seq, (row["source"], row["target"], row["escape"], int(row.get("count") or 1)))
 
@@ -594,12 +596,29 @@ class FitRun:
     def _draw(self, r: int, pop: list[Member], rng: np.random.Generator) -> tuple[Member, dict[str, Any]]:
         """The round's example and how it was drawn (``params.select``)."""
         uniform = pop[int(rng.integers(len(pop)))]
+        if self.config.selection.rule == "walk" and r >= self.config.islands:
+            return self._walk(r)
         if self.guide is None:
             return uniform, uniform_record(len(pop))
         u = float(np.random.default_rng([self.config.seed, r, 1]).random())
         P = refit_point(min(self._ready(r), self.target), self.guide.selection.every)
         text, record = self.guide.choose([m.text for m in pop], u, P)
         return next(m for m in pop if m.text == text), record
+
+    def _walk(self, r: int) -> tuple[Member, dict[str, Any]]:
+        """The walk's next example: one of the ansatzes the island's previous round wrote
+        (drawn with the round's own uniform number), or that round's example again if it
+        wrote none.  That round is applied before this one starts (``_may_start``)."""
+        prev = r - self.config.islands
+        seqs = self._seqs(prev)
+        written = [self.outcomes[s][1] for s in seqs if self.outcomes[s][1] is not None]
+        if written:
+            u = float(np.random.default_rng([self.config.seed, r, 1]).random())
+            text = written[min(int(u * len(written)), len(written) - 1)]
+        else:
+            text = self.outcomes[seqs[0]][0]
+        example = self.known.get(text) or Member(text, math.nan, math.nan, (), "", -1)
+        return example, walk_record(prev, len(written))
 
     async def _live_round(self, r: int) -> UnitResult:
         from detbal.agents.session import UnitResult
