@@ -9,6 +9,7 @@ receives progress callbacks from :class:`UI`.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -18,6 +19,14 @@ from typing import Any
 
 from detbal import __version__
 from detbal.errors import DetbalError
+
+#: the cyclic garbage collector's first threshold while a command runs (Python's default is
+#: 700).  A command imports numpy, scipy, numba and matplotlib as it goes: some 190,000
+#: long-lived objects, which the default settings walk again and again (about 500 young and
+#: 4 full collections, 0.3-0.6 s of CPU in a paper-scale ``detbal analyze``).  Collecting
+#: every 20,000 allocations instead leaves about 20 young collections and no full one;
+#: cycles are still collected (peak memory unchanged).  Restored when :func:`main` returns.
+GC_THRESHOLD = 20_000
 
 #: modules that add subcommands, in the order of the data flow
 STAGES = (
@@ -86,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    threshold = gc.get_threshold()
+    if threshold[0]:  # 0: automatic collection is off, leave it so
+        gc.set_threshold(max(GC_THRESHOLD, threshold[0]), *threshold[1:])
+    try:
+        return _main(argv)
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

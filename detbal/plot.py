@@ -12,7 +12,10 @@ with these same functions (:mod:`detbal.analysis.report`).
 >>> detbal.plot.pairs(res, ax=axes[0]); detbal.plot.potential_histogram(res, ax=axes[1])
 
 Scatter plots draw at most :data:`MAX_POINTS` points (a fixed random subset beyond,
-said in the title).  Labels are plain text (no mathtext: faster to draw).
+said in the title).  Labels are plain text (no mathtext: faster to draw).  Error bars
+are drawn by :func:`_errorbar` and histograms as one filled outline
+(``histtype="stepfilled"``): the same pixels as ``Axes.errorbar`` and bar histograms
+(tests/test_plot.py), for fewer Python objects.
 """
 
 from __future__ import annotations
@@ -68,6 +71,28 @@ def subset(n: int) -> tuple[np.ndarray, str]:
     return idx, f" ({MAX_POINTS:,} of {n:,} drawn)"
 
 
+def _errorbar(ax: Axes, x: np.ndarray, y: np.ndarray, *, xerr: np.ndarray | None = None,
+              yerr: np.ndarray | None = None, alpha: float, elinewidth: float) -> None:
+    """What ``ax.errorbar(x, y, yerr, xerr, fmt="o", ms=3, alpha=alpha, elinewidth=elinewidth)``
+    draws: the next colour of the cycle, symmetric bars (x first) under round markers.  The
+    bars are built here as one array of segments; errorbar builds them as a masked array,
+    which LineCollection then walks row by row (about 70 ms for 3,000 bars)."""
+    from matplotlib.collections import LineCollection
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    (line,) = ax.plot(x, y, "o", ms=3, alpha=alpha, zorder=2.1)
+    for err, along in ((xerr, 0), (yerr, 1)):
+        if err is None:
+            continue
+        centre = (x, y)[along]
+        seg = np.empty((len(x), 2, 2))
+        seg[:, :, 1 - along] = (y, x)[along][:, None]
+        seg[:, 0, along] = centre - err
+        seg[:, 1, along] = centre + err
+        ax.add_collection(LineCollection(seg, colors=line.get_color(), linewidths=elinewidth,
+                                         alpha=alpha, zorder=2, label="_nolegend_"))
+
+
 def _diagonal(ax: Axes, *values: np.ndarray, **style: Any) -> None:
     """The line y = x across the range of ``values`` (with a margin)."""
     lo = float(min(v.min() for v in values)) - 0.5
@@ -82,8 +107,8 @@ def triplets(result: Any, ax: Axes | None = None) -> Axes:
     if test.n_triplets == 0:
         return _nothing(ax, "no 3-cycle observed both ways")
     i, note = subset(test.n_triplets)
-    ax.errorbar(test.L_fwd[i], test.L_bwd[i], xerr=np.sqrt(test.sigma2_fwd[i]),
-                yerr=np.sqrt(test.sigma2_bwd[i]), fmt="o", ms=3, alpha=0.6, elinewidth=0.7)
+    _errorbar(ax, test.L_fwd[i], test.L_bwd[i], xerr=np.sqrt(test.sigma2_fwd[i]),
+              yerr=np.sqrt(test.sigma2_bwd[i]), alpha=0.6, elinewidth=0.7)
     _diagonal(ax, test.L_fwd, test.L_bwd)
     ax.set_xlabel("L_fwd = Σ log T  (f → g → h → f)")
     ax.set_ylabel("L_bwd  (f → h → g → f)")
@@ -98,8 +123,7 @@ def pairs(result: Any, ax: Axes | None = None) -> Axes:
     if test.n_pairs == 0:
         return _nothing(ax, "no pair observed both ways")
     i, note = subset(test.n_pairs)
-    ax.errorbar(test.dV[i], test.log_ratio[i], yerr=test.sigma[i], fmt="o", ms=3, alpha=0.6,
-                elinewidth=0.7)
+    _errorbar(ax, test.dV[i], test.log_ratio[i], yerr=test.sigma[i], alpha=0.6, elinewidth=0.7)
     _diagonal(ax, test.dV, test.log_ratio, label="detailed balance")
     ax.set_xlabel("β [V(f) − V(g)]")
     ax.set_ylabel("log T(g ← f) / T(f ← g)")
@@ -147,7 +171,9 @@ def gaussian_histogram(beta_v: np.ndarray, mean: float, sigma: float, ax: Axes |
     if len(x) < 2 or not math.isfinite(sigma) or sigma <= 0:
         return _nothing(ax, "fewer than two states with a spread in V")
     bins = max(10, min(60, int(np.sqrt(len(x)) * 2)))
-    ax.hist(x, bins=bins, density=True, alpha=0.7)
+    # one outline instead of a Rectangle per bin; the bars have no edges and meet, so the
+    # pixels are the same
+    ax.hist(x, bins=bins, density=True, alpha=0.7, histtype="stepfilled")
     grid = np.linspace(x.min(), x.max(), 200)
     ax.plot(grid, np.exp(-0.5 * ((grid - mean) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)),
             "k-", lw=1.5, label=f"Gaussian, σ = {sigma:.2f}")
@@ -219,9 +245,11 @@ def cycle_affinities(result: Any, ax: Axes | None = None) -> Axes:
     lim = max(4.0, float(np.quantile(np.abs(z), 0.995)))
     bins = np.linspace(-lim, lim, 41)
     if len(t.z):
-        ax.hist(np.clip(t.z, -lim, lim), bins=bins, density=True, alpha=0.6, label=f"{len(t.z)} 3-cycles")
+        ax.hist(np.clip(t.z, -lim, lim), bins=bins, density=True, alpha=0.6, label=f"{len(t.z)} 3-cycles",
+                histtype="stepfilled")
     if len(b.z):
-        ax.hist(np.clip(b.z, -lim, lim), bins=bins, density=True, alpha=0.5, label=f"{len(b.z)} basis cycles")
+        ax.hist(np.clip(b.z, -lim, lim), bins=bins, density=True, alpha=0.5, label=f"{len(b.z)} basis cycles",
+                histtype="stepfilled")
     grid = np.linspace(-lim, lim, 200)
     ax.plot(grid, np.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k-", lw=1.2, label="N(0, 1): balance")
     ax.set_xlabel("A / sigma(A)")
@@ -271,8 +299,8 @@ def estimators(result: Any, ax: Axes | None = None, *, least_action: PotentialFi
     sel = both[idx]
     x = la.beta * la.V[sel]
     y = likelihood.beta * likelihood.V[sel]
-    ax.errorbar(x, y, yerr=likelihood.beta * np.nan_to_num(likelihood.stderr[sel]), fmt="o", ms=3,
-                alpha=0.5, elinewidth=0.6)
+    _errorbar(ax, x, y, yerr=likelihood.beta * np.nan_to_num(likelihood.stderr[sel]), alpha=0.5,
+              elinewidth=0.6)
     _diagonal(ax, x, y)
     only = int(np.count_nonzero(np.isfinite(likelihood.V) & ~np.isfinite(la.V)))
     ax.set_xlabel("beta V, least action")

@@ -155,6 +155,37 @@ def test_analyze_prints_the_result(tmp_path: Path, capsys: pytest.CaptureFixture
     _one_line_error(capsys, "--bootstrap")
 
 
+def test_main_gives_back_the_garbage_collector_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A command collects less often while it runs (detbal.cli.GC_THRESHOLD) and leaves an
+    embedding process's settings as they were, after success and after an error; a
+    collector switched off by threshold 0 stays off."""
+    import gc
+
+    import detbal.analysis.cli as analysis_cli
+
+    seen = []
+    real = analysis_cli._analyze
+
+    def spy(args: argparse.Namespace, ui: object) -> int:
+        seen.append(gc.get_threshold())
+        return real(args, ui)
+
+    monkeypatch.setattr(analysis_cli, "_analyze", spy)
+    before = gc.get_threshold()
+    try:
+        for first in (700, 0):
+            gc.set_threshold(first, 10, 10)
+            for extra, code in (([], 0), (["--bootstrap", "-1"], 2)):
+                assert main(["-q", "analyze", str(CLAUDE), "--out", str(tmp_path / "g"), "--bootstrap", "0",
+                             "--test-simulations", "0", "--no-figures", *extra]) == code
+                assert gc.get_threshold() == (first, 10, 10)
+                assert seen.pop()[0] == (20_000 if first else 0)
+    finally:
+        gc.set_threshold(*before)
+    capsys.readouterr()
+
+
 def test_import_export_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chain = tmp_path / "chain.csv"
     assert main(["-q", "synth", "--out", str(chain), "--states", "12", "--transitions", "300"]) == 0
