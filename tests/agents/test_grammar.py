@@ -74,6 +74,34 @@ def test_every_summand_the_grammar_admits_holds_a_fit_parameter() -> None:
     assert _summands("1 + 2 + log10(abs(param1 - log_v_k_nu))") == ["1", "2", "log10(abs(param1 - log_v_k_nu))"]
 
 
+def test_the_compact_grammar_writes_param_times_a_function_of_the_variable() -> None:
+    """Depth 1, 1 term: every summand is ``param*f(v)``, ``param/f(v)``, ``param*v`` (with an
+    optional minus and power) or a bare ``param``: a small space, and still valid states."""
+    g = ansatz_grammar(("log_v_k_nu",), 3, 1, 1)
+    assert g.gbnf != ansatz_grammar(("log_v_k_nu",), 3).gbnf
+    v = r"-?log_v_k_nu(?:\*\*-?\d)?"  # the variable, with its own minus and power
+    summand = re.compile(rf"^param\d[*/]-?(?:{v}|\w+\({v}\)|\w+\(\w+\({v}\)\)|\({v}\))(?:\*\*-?\d)?$"
+                         r"|^param\d$")
+    rng = random.Random(5)
+    forms: set[str] = set()
+    for _ in range(400):
+        for idea in split_ideas(sample(g, rng), 3):
+            text = A.renumber_params(idea.formula)
+            a = A.validate_ansatz(text)
+            assert a.n_params >= 1 and "log_v_k_nu" in text, text
+            parts = _summands(text)
+            assert 1 <= len(parts) <= 3 and all(summand.match(p) for p in parts), text
+            assert _depth(a.tree) <= 2  # a guard (log(abs(v))) is the only call in a call
+            forms.add(text)
+    assert len(forms) > 300  # small, not trivial
+    # the shape is a setting of the run: in its config, its identity and its grammar hash
+    small = FitConfig(constrain=True, mode="one-call", grammar_depth=1, grammar_terms=1)
+    assert grammar_sha256(small) != grammar_sha256(FitConfig(constrain=True, mode="one-call"))
+    assert config_grammar(small).gbnf == g.gbnf
+    with pytest.raises(DetbalError):
+        FitConfig(grammar_depth=0)
+
+
 def test_translator_grammar_is_a_bare_ansatz() -> None:
     g = ansatz_grammar(("log_v_k_nu",), None)
     rng = random.Random(3)

@@ -53,6 +53,10 @@ class FitConfig:
     translate_max_tokens: int = 96
     seed_ansatz: str | None = None
     constrain: bool = False  # grammar-constrained decoding (detbal.agents.fit.grammar)
+    #: the grammar's shape: deepest nesting of calls and parentheses, most terms in one
+    #: function argument or parenthesis (1 and 1: each summand is param*f(variable))
+    grammar_depth: int = 2
+    grammar_terms: int = 3
     #: how the example is drawn from the island (detbal.agents.select.Selection)
     select: str = "uniform"
     select_tau: float = 1.0
@@ -65,6 +69,8 @@ class FitConfig:
                   "repopulate_fraction", "starts", "fit_maxiter", "mode", "seed", "seed_ansatz", "constrain")
     #: the selection's fields (checked on resume like STRUCTURAL where the stored run has them)
     SELECTION = ("select", "select_tau", "select_floor", "select_every", "select_estimator")
+    #: the grammar's shape (runs made before it was a setting used the defaults)
+    GRAMMAR = ("grammar_depth", "grammar_terms")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -75,6 +81,9 @@ class FitConfig:
                      "starts", "fit_maxiter", "max_tokens", "translate_max_tokens"):
             if int(getattr(self, name)) < 1:
                 raise DetbalError(f"{name} must be at least 1")
+        for name in self.GRAMMAR:
+            if not 1 <= int(getattr(self, name)) <= 3:
+                raise DetbalError(f"{name} must be 1, 2 or 3, not {getattr(self, name)!r}")
         if not 0.0 <= self.repopulate_fraction < 1.0:
             raise DetbalError("repopulate_fraction must be in [0, 1)")
         _ = self.selection  # validates the selection fields
@@ -129,6 +138,14 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--fit-mode", "mode", {"choices": MODES,
                             "help": "two-call: generator then translator at T=0; one-call: one call (default two-call)"}),
     ("--seed-ansatz", "seed_ansatz", {"metavar": "ANSATZ", "help": "first example state (default: the linear baseline)"}),
+    ("--grammar-depth", "grammar_depth", {"type": int, "metavar": "D",
+                                          "help": "constrained: deepest nesting of calls and parentheses"
+                                          " (1-3, default 2)"}),
+    ("--grammar-terms", "grammar_terms", {"type": int, "metavar": "K",
+                                          "help": "constrained: most terms in one function argument or"
+                                          " parenthesis (1-3, default 3); --grammar-depth 1 --grammar-terms 1:"
+                                          " every summand is param*f(variable), a small state space"
+                                          " a small model returns in"}),
     ("--translate-max-tokens", "translate_max_tokens", {"type": int,
                                                         "help": "token limit of translator calls (default 96)"}),
 )

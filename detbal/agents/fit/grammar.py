@@ -19,11 +19,14 @@ argument on the path to the variable holds the variable (a function of parameter
 alone is a constant a parameter already provides).
 
 Shape.  An expression at nesting depth ``d`` is a chain of terms ``t (op t)*``
-(at most :data:`MAX_TERMS` terms); a term is an optional unary minus, a unit and an
+(at most :data:`MAX_TERMS` terms, or ``FitConfig.grammar_terms``); a term is an optional unary minus, a unit and an
 optional power ``** e`` (``e`` in :data:`~detbal.agents.fit.language.POWER_EXPONENTS`);
 a unit is an atom
 (a variable or ``param`` + digit), a function call or a parenthesised
-expression at depth ``d + 1``; depth :data:`MAX_DEPTH` has atoms only.  Functions
+expression at depth ``d + 1``; depth :data:`MAX_DEPTH` (or ``FitConfig.grammar_depth``)
+has atoms only.  Depth 1 with 1 term makes every summand ``param*f(variable)`` (with
+an optional minus and power): a state space small enough for SmolLM2-135M to return
+to the states it has written, so pairs and cycles can be seen both ways.  Functions
 defined on part of the real line get their argument wrapped in a guard
 (:data:`~detbal.agents.fit.language.DOMAIN_GUARDS`: ``log(abs(u))``,
 ``arcsin(tanh(u))``), and powers are integers, so that nearly every answer can be
@@ -62,10 +65,10 @@ from detbal.agents.fit.language import (
 )
 from detbal.agents.grammar import Alt, Chars, Expr, Grammar, Lit, Ref, Rep, Seq, alt, seq
 
-#: deepest nesting of function calls and parentheses
-MAX_DEPTH = 2
-#: most terms ``t op t op ...`` in one (sub)expression, and factors in one summand
-MAX_TERMS = 3
+#: deepest nesting of function calls and parentheses (the default; ``FitConfig.grammar_depth``)
+MAX_DEPTH: int = FitConfig.grammar_depth
+#: most terms ``t op t op ...`` in one (sub)expression (the default; ``FitConfig.grammar_terms``)
+MAX_TERMS: int = FitConfig.grammar_terms
 #: most summands of an ansatz (each holds a fit parameter)
 MAX_SUMMANDS = 3
 #: characters of one reasoning line (words only: letters, blanks, commas, full stops)
@@ -77,8 +80,9 @@ _REASONING = Chars("[a-zA-Z ,.]", _LETTERS + " ,.")
 
 
 class _Builder:
-    def __init__(self, variables: Sequence[str]) -> None:
+    def __init__(self, variables: Sequence[str], depth: int = MAX_DEPTH, terms: int = MAX_TERMS) -> None:
         self.variables = tuple(variables)
+        self.depth, self.terms = int(depth), int(terms)
         self.rules: dict[str, Expr] = {}
         digits = Chars("[1-9]", "123456789")
         self.rules["op"] = alt(*(OPERATOR_SPELLING[o] for o in BINARY_OPERATORS if o != POWER))
@@ -102,7 +106,7 @@ class _Builder:
 
     def _possible(self, d: int, must: frozenset[str]) -> bool:
         """Can a unit at depth ``d`` hold every kind in ``must``?  (An atom holds one.)"""
-        return len(must) <= 1 or d < MAX_DEPTH
+        return len(must) <= 1 or d < self.depth
 
     def unit(self, d: int, must: frozenset[str], allow: frozenset[str]) -> str:
         name = f"u{d}-{self._key(must, allow)}"
@@ -121,7 +125,7 @@ class _Builder:
             options.append(Ref("var"))
         elif must == {_P}:
             options.append(Ref("param"))
-        if d < MAX_DEPTH:
+        if d < self.depth:
             inner = self.expr(d + 1, must, allow)
             options.append(seq(Ref("fn"), "(", Ref(inner), ")"))
             for g in self.guards:
@@ -153,7 +157,7 @@ class _Builder:
         """Expression at depth ``d`` of at most ``k`` terms (default :data:`MAX_TERMS`) joined
         by the operators of rule ``op``, holding every kind in ``must``, with atoms only of
         kinds in ``allow``."""
-        k = k or MAX_TERMS
+        k = k or self.terms
         name = f"e{d}-{self._key(must, allow)}-{k}" + ("" if op == "op" else f"-{op}")
         if name in self.rules:
             return name
@@ -198,14 +202,19 @@ def _nonempty_subsets(s: frozenset[str]) -> list[frozenset[str]]:
 
 
 @lru_cache(maxsize=16)
-def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int | None = 3) -> Grammar:
+def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int | None = 3,
+                   depth: int = MAX_DEPTH, terms: int = MAX_TERMS) -> Grammar:
     """The grammar of one answer: ``per_round`` ideas in the one-call format, or
-    (``per_round`` None) a bare ansatz expression (the translator call of two-call mode)."""
+    (``per_round`` None) a bare ansatz expression (the translator call of two-call mode).
+    ``depth`` and ``terms``: the shape (module docstring; the defaults are the
+    :class:`FitConfig` defaults)."""
     if not variables:
         raise ValueError("ansatz_grammar needs at least one variable")
     if per_round is not None and per_round < 1:
         raise ValueError("per_round must be at least 1")
-    b = _Builder(variables)
+    if depth < 1 or terms < 1:
+        raise ValueError("depth and terms must be at least 1")
+    b = _Builder(variables, depth, terms)
     b.rules["ansatz"] = Ref(b.summands(MAX_SUMMANDS))
     if per_round is None:
         b.rules["root"] = Ref("ansatz")
@@ -219,7 +228,8 @@ def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int 
         what = f"{per_round} ideas (IDEA/REASONING/ANSATZ)"
     rules = {"root": b.rules.pop("root"), **b.rules}
     return Grammar(rules, f"{what} over {', '.join(variables)}; <= {MAX_SUMMANDS} summands, each"
-                          f" with a parameter, >= 1 variable, depth <= {MAX_DEPTH}")
+                          f" with a parameter, >= 1 variable, depth <= {depth}"
+                          + ("" if terms == MAX_TERMS else f", <= {terms} terms"))
 
 
 def config_grammar(config: FitConfig) -> Grammar | None:
@@ -228,4 +238,4 @@ def config_grammar(config: FitConfig) -> Grammar | None:
     if not config.constrain:
         return None
     per_round = config.per_round if config.mode == "one-call" else None
-    return ansatz_grammar(VARIABLES[config.dataset], per_round)
+    return ansatz_grammar(VARIABLES[config.dataset], per_round, config.grammar_depth, config.grammar_terms)

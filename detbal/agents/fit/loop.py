@@ -83,6 +83,14 @@ log = logging.getLogger(__name__)
 RNG_SCHEME = "numpy.random.default_rng([seed, round])"
 #: run-config keys that identify a fit run (besides the selection's)
 FIT_IDENTITY = ("fit_structure", "temperature", "top_p", "base_url")
+#: the grammar's shape in a run config (runs made before it was a setting: the defaults)
+GRAMMAR_DEFAULTS: dict[str, Any] = {name: getattr(FitConfig, name) for name in FitConfig.GRAMMAR}
+
+
+def grammar_shape(config: FitConfig) -> dict[str, Any]:
+    """The run-config keys of the grammar's shape."""
+    return {name: getattr(config, name) for name in FitConfig.GRAMMAR}
+
 
 @dataclass(frozen=True)
 class Member:
@@ -230,8 +238,9 @@ class FitTask:
         config = {"fit": cfg.as_dict(), "fit_structure": structural, "seed": cfg.seed,
                   "temperature": cfg.temperature, "top_p": cfg.top_p,
                   "planned_attempts": cfg.planned_attempts, "constrain": cfg.constrain,
-                  "grammar": grammar_sha256(cfg)} | cfg.selection.as_config()
-        return RunSpec(self.name, config, FIT_IDENTITY + tuple(CONFIG_DEFAULTS), CONFIG_DEFAULTS)
+                  "grammar": grammar_sha256(cfg)} | cfg.selection.as_config() | grammar_shape(cfg)
+        defaults = CONFIG_DEFAULTS | GRAMMAR_DEFAULTS
+        return RunSpec(self.name, config, FIT_IDENTITY + tuple(defaults), defaults)
 
     def default_attempts(self) -> int | None:
         return self.config.planned_attempts
@@ -673,7 +682,7 @@ def _check_resume(store: RunStore, run_id: int, config: FitConfig) -> None:
     stored = store.get_run(run_id).config.get("fit")
     if not isinstance(stored, Mapping):
         return
-    for name in FitConfig.STRUCTURAL + FitConfig.SELECTION:
+    for name in FitConfig.STRUCTURAL + FitConfig.SELECTION + FitConfig.GRAMMAR:
         if name in stored and stored[name] != getattr(config, name):
             raise DetbalError(
                 f"run {run_id} was made with {name}={stored[name]!r}, not {getattr(config, name)!r};"
