@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("deap")
 
+from detbal import demo  # noqa: E402
 from detbal.cli import main  # noqa: E402
 from detbal.errors import DetbalError  # noqa: E402
 from detbal.store import RunStore  # noqa: E402
@@ -99,6 +100,14 @@ def test_demo_rejects_a_bad_budget(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "words_attempts must be at least 1" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()  # nothing written
+    for bad, message in (({"fit_select": "best"}, "fit_select must be one of uniform, potential, walk"),
+                         ({"fit_grammar_depth": 4}, "fit_grammar_depth must be 1, 2 or 3")):
+        with pytest.raises(DetbalError, match=message):
+            demo.DemoConfig(out=str(tmp_path / "d"), **bad)
+    # the default fitting study walks the compact grammar on two islands
+    argv = demo.DemoConfig(out=str(tmp_path / "d")).fit_argv()
+    assert argv[argv.index("--select") + 1] == "walk" and argv[argv.index("--islands") + 1] == "2"
+    assert argv[argv.index("--grammar-depth") + 1] == argv[argv.index("--grammar-terms") + 1] == "1"
 
 
 def _tree_store(path: Path) -> Path:
