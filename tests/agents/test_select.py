@@ -246,12 +246,14 @@ def _selections(store: RunStore, run_id: int) -> list[Any]:
             for r in sorted(store.iter_attempts([run_id]), key=lambda r: r["seq"])]
 
 
-def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, nikuradse: Path) -> None:
-    cfg = _guided_fit_config()
+@pytest.mark.parametrize("select", ["potential", "walk"])
+def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, nikuradse: Path,
+                                                               select: str) -> None:
+    cfg = replace(_guided_fit_config(), select=select)
     db = tmp_path / "killed.db"
     with RunStore(db) as store:
         assert store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()}) == 1
-    assert kill_9_after(script(__file__, str(db)), db, 14, timeout=120) >= 14
+    assert kill_9_after(script(__file__, str(db), select), db, 14, timeout=120) >= 14
     with RunStore(db) as store:
         before = len(store.stored_seqs(1))
         assert 14 <= before < 36
@@ -261,8 +263,12 @@ def test_kill_9_mid_guided_fit_run_equals_an_uninterrupted_one(tmp_path: Path, n
         ref = store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
         asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
         want, want_sel = table(store, ref), _selections(store, ref)
+        rows = sorted(store.iter_attempts([1]), key=lambda r: r["seq"])
     assert got == want and got_sel == want_sel
-    assert any(s["estimated"] >= 2 for s in got_sel)  # the potential was in play
+    if select == "walk":
+        _assert_fit_walks(rows, cfg.per_round, rows[0]["source"])
+    else:
+        assert any(s["estimated"] >= 2 for s in got_sel)  # the potential was in play
 
 
 # -- the walk --------------------------------------------------------------------
@@ -285,28 +291,6 @@ def _assert_fit_walks(rows: list[dict[str, Any]], per_round: int, seed_text: str
         assert src in written if written else src == rounds[k - 1][0]["source"]
         moved += src != rounds[k - 1][0]["source"]
     assert moved >= len(rounds) // 3  # the walk goes somewhere
-
-
-def test_kill_9_mid_fit_walk_equals_an_uninterrupted_one(tmp_path: Path, nikuradse: Path) -> None:
-    cfg = replace(_guided_fit_config(), select="walk")
-    db = tmp_path / "killed.db"
-    with RunStore(db) as store:
-        assert store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()}) == 1
-    assert kill_9_after(script(__file__, str(db), "walk"), db, 14, timeout=120) >= 14
-    with RunStore(db) as store:
-        before = len(store.stored_seqs(1))
-        assert 14 <= before < 36
-        res = asyncio.run(run_fit(store, 1, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
-        assert res.stored == 36 and res.committed == 36 - before
-        got, got_sel = table(store, 1), _selections(store, 1)
-        ref = store.create_run("fit", "scripted-list", "scripted", {"fit": cfg.as_dict()})
-        asyncio.run(run_fit(store, ref, [ScriptedBackendForBookkeeping()], cfg, call=bare_call))
-        want, want_sel = table(store, ref), _selections(store, ref)
-        rows = sorted(store.iter_attempts([1]), key=lambda r: r["seq"])
-        run = store.runs()[0]
-    assert got == want and got_sel == want_sel
-    assert run.config["fit"]["select"] == "walk"
-    _assert_fit_walks(rows, cfg.per_round, rows[0]["source"])
 
 
 def test_words_walk_prompts_with_the_word_just_written(fake_openai, tmp_path: Path) -> None:
