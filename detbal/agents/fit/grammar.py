@@ -201,13 +201,17 @@ def _nonempty_subsets(s: frozenset[str]) -> list[frozenset[str]]:
     return sorted(out, key=lambda x: (-len(x), sorted(x)))
 
 
-@lru_cache(maxsize=16)
 def ansatz_grammar(variables: tuple[str, ...] = ("log_v_k_nu",), per_round: int | None = 3,
                    depth: int = MAX_DEPTH, terms: int = MAX_TERMS) -> Grammar:
     """The grammar of one answer: ``per_round`` ideas in the one-call format, or
     (``per_round`` None) a bare ansatz expression (the translator call of two-call mode).
     ``depth`` and ``terms``: the shape (module docstring; the defaults are the
-    :class:`FitConfig` defaults)."""
+    :class:`FitConfig` defaults).  Built once per distinct grammar, however it is asked for."""
+    return _ansatz_grammar(tuple(variables), per_round, int(depth), int(terms))
+
+
+@lru_cache(maxsize=16)
+def _ansatz_grammar(variables: tuple[str, ...], per_round: int | None, depth: int, terms: int) -> Grammar:
     if not variables:
         raise ValueError("ansatz_grammar needs at least one variable")
     if per_round is not None and per_round < 1:
