@@ -6,6 +6,7 @@ continues the same selection with nothing lost or duplicated."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -301,7 +302,7 @@ def test_words_walk_prompts_with_the_word_just_written(fake_openai, tmp_path: Pa
     run_child(cmd)
     rows = sorted(check_complete(store, n), key=lambda r: r["seq"])
     assert rows[0]["source"] == "BUZZY"
-    for prev, r in zip(rows, rows[1:]):
+    for prev, r in itertools.pairwise(rows):
         assert r["source"] == (prev["target"] or prev["source"])
         assert json.loads(r["params"])["select"]["from"] == prev["seq"]
     assert sum(r["target"] is not None for r in rows) >= n // 2 and len({r["source"] for r in rows}) > 3
