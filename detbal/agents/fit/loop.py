@@ -70,7 +70,7 @@ from detbal.agents.fit.data import Dataset, load_dataset
 from detbal.agents.fit.fitting import FitFailed, fit_parameters, fit_seed, score_from_mse
 from detbal.agents.fit.grammar import config_grammar
 from detbal.agents.runner import Budget, BudgetExhausted, CallPolicy, StopSignal
-from detbal.agents.select import CONFIG_DEFAULTS, Guide, refit_point, uniform_record, walk_record
+from detbal.agents.select import CONFIG_DEFAULTS, Guide, draw_index, refit_point, uniform_record, walk_record
 from detbal.errors import DetbalError
 from detbal.progress import Progress
 from detbal.store import Attempt, RunStore, utc_now
@@ -83,13 +83,15 @@ log = logging.getLogger(__name__)
 RNG_SCHEME = "numpy.random.default_rng([seed, round])"
 #: run-config keys that identify a fit run (besides the selection's)
 FIT_IDENTITY = ("fit_structure", "temperature", "top_p", "base_url")
-#: the grammar's shape in a run config (runs made before it was a setting: the defaults)
-GRAMMAR_DEFAULTS: dict[str, Any] = {name: getattr(FitConfig, name) for name in FitConfig.GRAMMAR}
 
 
 def grammar_shape(config: FitConfig) -> dict[str, Any]:
     """The run-config keys of the grammar's shape."""
     return {name: getattr(config, name) for name in FitConfig.GRAMMAR}
+
+
+#: the grammar's shape in a run config (runs made before it was a setting: the defaults)
+GRAMMAR_DEFAULTS: dict[str, Any] = grammar_shape(FitConfig())
 
 
 @dataclass(frozen=True)
@@ -623,7 +625,7 @@ class FitRun:
         written = [self.outcomes[s][1] for s in seqs if self.outcomes[s][1] is not None]
         if written:
             u = float(np.random.default_rng([self.config.seed, r, 1]).random())
-            text = written[min(int(u * len(written)), len(written) - 1)]
+            text = written[draw_index(np.full(len(written), 1.0 / len(written)), u)]
         else:
             text = self.outcomes[seqs[0]][0]
         example = self.known.get(text) or Member(text, math.nan, math.nan, (), "", -1)
