@@ -327,21 +327,18 @@ def load_counts(source: str | Path | RunStore, *, states: str = "text") -> Trans
 
     if states not in STATE_IDENTITIES:
         raise ValueError(f"states must be one of {', '.join(STATE_IDENTITIES)}, not {states!r}")
-    if states == "canonical":
-        if isinstance(source, RunStore):
+    if isinstance(source, (str, Path)) and is_run_store(source):  # a store's path: open it once
+        with RunStore(source, create=False) as store:
+            return load_counts(store, states=states)
+    if isinstance(source, RunStore):
+        if states == "canonical":
             return TransitionCounts.from_rows(merge_states(source.count_rows(), source.state_canonical()))
-        if isinstance(source, (str, Path)) and Path(source).exists() and is_run_store(Path(source)):
-            with RunStore(source, create=False) as store:
-                return TransitionCounts.from_rows(merge_states(store.count_rows(), store.state_canonical()))
+        return TransitionCounts.from_columns(source.count_columns())  # integer columns
+    if states == "canonical":
         raise DetbalError(f"{source}: canonical states need a run store (transition files carry no"
                           " canonical forms)")
-    if isinstance(source, RunStore):  # stores: integer columns (RunStore.count_columns)
-        return TransitionCounts.from_columns(source.count_columns())
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load_counts: expected a path or a RunStore, got {type(source).__name__}")
-    if is_run_store(source):
-        with RunStore(source, create=False) as store:
-            return TransitionCounts.from_columns(store.count_columns())
     columns = read_count_columns(source)  # large plain CSV files: vectorised
     if columns is not None:
         return TransitionCounts.from_columns(columns)
