@@ -478,13 +478,13 @@ class WordAgent:
         """The walk's prompt word: the word attempt ``seq - 1`` wrote, or its prompt word
         again if it escaped (attempt 0: the seed word).  Waits for attempt ``seq - 1``."""
         if seq == 0:
-            return self.found[0], walk_record(-1, len(self.found))
+            return self.found[0], walk_record(-1, 1)
         if self._prefix < seq:
             if self.ctx is None:
                 raise DetbalError(f"attempt {seq}: the attempt before it is not stored")
             await self.ctx.wait_for(lambda: self._prefix >= seq)
         source, target, _escape, _count = self.guide.rows[seq - 1]
-        return (target if target is not None else source), walk_record(seq - 1, len(self.found))
+        return (target if target is not None else source), walk_record(seq - 1, 1)  # no choice
 
     def postfix(self) -> dict[str, Any]:
         dt = max(time.perf_counter() - self._t0, 1e-9)
@@ -512,7 +512,8 @@ class WordAgent:
     async def attempt(self, seq: int) -> tuple[Attempt, Any]:
         cfg = self.config
         source, select = await self.draw(seq)
-        rng_state = {"scheme": "seed+seq", "seed": cfg.seed, "found": select["candidates"]}
+        # the found list as the draw saw it (nothing awaited since: the same length)
+        rng_state = {"scheme": "seed+seq", "seed": cfg.seed, "found": len(self.found)}
         messages = self.template.render(source, cfg.target)
         m = cfg.vote[0] if cfg.vote else 1
         tally = Tally()

@@ -84,18 +84,20 @@ def test_the_compact_grammar_writes_param_times_a_function_of_the_variable() -> 
                          r"|^param\d$")
     rng = random.Random(5)
     forms: set[str] = set()
+    sizes: set[int] = set()
     for _ in range(400):
         for idea in split_ideas(sample(g, rng), 3):
             text = A.renumber_params(idea.formula)
             a = A.validate_ansatz(text)
             assert a.n_params >= 1 and "log_v_k_nu" in text, text
             parts = _summands(text)
-            assert 1 <= len(parts) <= 3, text
+            sizes.add(len(parts))
             unmatched = [p for p in parts if not summand.match(p)]
             assert unmatched == [], text
             assert _depth(a.tree) <= 2  # a guard (log(abs(v))) is the only call in a call
             forms.add(text)
     assert len(forms) > 300  # small, not trivial
+    assert sizes == {1, 2, 3}  # up to MAX_SUMMANDS summands, each count reached
     # the shape is a setting of the run: in its config, its identity and its grammar hash
     small = FitConfig(constrain=True, mode="one-call", grammar_depth=1, grammar_terms=1)
     assert grammar_sha256(small) != grammar_sha256(FitConfig(constrain=True, mode="one-call"))

@@ -304,7 +304,8 @@ def test_words_walk_prompts_with_the_word_just_written(fake_openai, tmp_path: Pa
     assert rows[0]["source"] == "BUZZY"
     for prev, r in itertools.pairwise(rows):
         assert r["source"] == (prev["target"] or prev["source"])
-        assert json.loads(r["params"])["select"]["from"] == prev["seq"]
+        assert json.loads(r["params"])["select"] == {"rule": "walk", "from": prev["seq"], "candidates": 1,
+                                                     "p": 1.0}
     assert sum(r["target"] is not None for r in rows) >= n // 2 and len({r["source"] for r in rows}) > 3
 
 
